@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Every target creates .venv on first use and installs riskalign into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench-startup clean
+
+install: $(STAMP)
+
+# torch is installed first, pinned, so that the CPU wheel is taken where the
+# machine provides one and no other package drags in a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: install
+	$(PY) -m riskalign.train $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check riskalign tests experiments
+
+bench-startup: install
+	$(PY) experiments/bench_startup.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .cache

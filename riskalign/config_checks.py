@@ -1,0 +1,71 @@
+"""Checks of the composed config that run before anything heavy loads.
+
+Every refusal is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+WANDB_MODES = ("online", "offline", "disabled")
+DATA_SOURCES = ("world", "path")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; its message is one line."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive_int(cfg: DictConfig, dotted: str) -> None:
+    value = cfg
+    for part in dotted.split("."):
+        value = value[part]
+    _require(
+        isinstance(value, int) and value > 0,
+        f"{dotted}={value!r} is invalid: must be an integer > 0",
+    )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse a config that cannot run, before any model or dataset loads."""
+    data = cfg.data
+    _require(
+        data.source in DATA_SOURCES,
+        f"data.source={data.source!r} is not one of: {', '.join(DATA_SOURCES)}",
+    )
+    for key in ("data.batch_size", "data.eval_batch_size", "data.max_length",
+                "data.max_prompt_length", "eval.num_prompts", "eval.batch_size",
+                "eval.max_new_tokens", "eval.num_pairs"):
+        _positive_int(cfg, key)
+    _require(
+        data.max_length > data.max_prompt_length,
+        f"data.max_length={data.max_length} must be greater than "
+        f"data.max_prompt_length={data.max_prompt_length}",
+    )
+    _require(
+        cfg.eval.temperature >= 0,
+        f"eval.temperature={cfg.eval.temperature} is invalid: must be >= 0",
+    )
+    _require(
+        0 < cfg.eval.tail_fraction <= 1,
+        f"eval.tail_fraction={cfg.eval.tail_fraction} is out of range: must be in (0, 1]",
+    )
+    every = cfg.eval.every_n_steps
+    _require(
+        every is None or (isinstance(every, int) and every > 0),
+        f"eval.every_n_steps={every!r} is invalid: must be null or an integer > 0",
+    )
+    _require(cfg.optim.lr > 0, f"optim.lr={cfg.optim.lr} is invalid: must be > 0")
+    _require(
+        cfg.optim.warmup_steps >= 0,
+        f"optim.warmup_steps={cfg.optim.warmup_steps} is invalid: must be >= 0",
+    )
+    mode = cfg.logger.wandb.mode
+    _require(
+        mode in WANDB_MODES,
+        f"logger.wandb.mode={mode!r} is not one of: {', '.join(WANDB_MODES)}",
+    )

@@ -1,0 +1,1 @@
+"""Preference datasets: loading, tokenization, collation and the DataModule."""

@@ -1,0 +1,131 @@
+"""Tokenize preference pairs and collate them into chosen-first [2B, T] batches."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from datasets import DatasetDict
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+
+
+def tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    chosen: str,
+    rejected: str,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+) -> dict[str, list[int]]:
+    """Token ids of a pair, truncated as the DPO reference code does.
+
+    The prompt keeps the tokenizer's special tokens (e.g. <bos>); each response
+    ends with EOS. If prompt + the longer response exceed `max_length`, the
+    prompt keeps its last `max_prompt_length` tokens, then responses are cut to
+    fit.
+    """
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    responses = [
+        tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for text in (chosen, rejected)
+    ]
+    longest = max(len(ids) for ids in responses)
+    if len(prompt_ids) + longest > max_length:
+        prompt_ids = prompt_ids[-max_prompt_length:]
+    budget = max_length - len(prompt_ids)
+    chosen_ids, rejected_ids = (ids[:budget] for ids in responses)
+    return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+
+
+def collate_pairs(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Stack B pairs into 2B right-padded rows, chosen rows first.
+
+    Returns input_ids, attention_mask and labels [2B, T]; labels are the input
+    ids with prompt and padding positions set to -100 (not yet shifted).
+    """
+    rows, prompt_lengths = [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for example in examples:
+            rows.append(example["prompt_ids"] + example[key])
+            prompt_lengths.append(len(example["prompt_ids"]))
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for index, (row, prompt_length) in enumerate(zip(rows, prompt_lengths)):
+        tokens = torch.tensor(row, dtype=torch.long)
+        input_ids[index, : len(row)] = tokens
+        attention_mask[index, : len(row)] = 1
+        labels[index, prompt_length : len(row)] = tokens[prompt_length:]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class PreferenceDataModule(LightningDataModule):
+    """Train and eval pairs from a DatasetDict with `prompt`/`chosen`/`rejected` columns."""
+
+    def __init__(
+        self,
+        splits: DatasetDict,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        max_prompt_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.splits = splits
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.tokenized: DatasetDict | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenized is not None:
+            return
+        self.tokenized = self.splits.map(
+            lambda record: tokenize_pair(
+                self.tokenizer,
+                record["prompt"],
+                record["chosen"],
+                record["rejected"],
+                max_length=self.max_length,
+                max_prompt_length=self.max_prompt_length,
+            ),
+            remove_columns=self.splits["train"].column_names,
+            keep_in_memory=True,  # no cache files next to a dataset that sweeps share
+            desc="tokenizing pairs",
+        )
+
+    def eval_prompts(self, count: int) -> list[str]:
+        """The first `count` distinct prompts of the eval split, in dataset order."""
+        return list(dict.fromkeys(self.splits["eval"]["prompt"]))[:count]
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        assert self.tokenized is not None, "call setup() first"
+        return DataLoader(
+            self.tokenized[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            collate_fn=partial(collate_pairs, pad_token_id=self.tokenizer.pad_token_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def eval_dataloader(self) -> DataLoader:
+        return self._loader("eval", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,1 @@
+"""Sampling, sequence KL, reward statistics and the alignment-vs-drift evaluation."""

@@ -1,0 +1,78 @@
+"""Alignment versus drift at one point of training (OBJECTIVES.md §7)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from rich.progress import Progress
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from riskalign.evaluation.drift import sampled_sequence_kl
+from riskalign.evaluation.sampling import sample_completions
+from riskalign.evaluation.statistics import lower_tail_mean
+from riskalign.rewards import RewardModel
+
+
+@dataclass
+class EvalSettings:
+    num_prompts: int
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    batch_size: int
+    tail_fraction: float
+
+
+def evaluate_samples(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    reward: RewardModel,
+    settings: EvalSettings,
+) -> dict[str, float]:
+    """Sample one completion per prompt (seeded), score it, and measure its KL drift."""
+    rewards, kls = [], []
+    batches = sample_completions(
+        policy,
+        tokenizer,
+        prompts,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+    )
+    with Progress(transient=True) as progress:
+        task = progress.add_task("eval: sampling", total=len(prompts))
+        for batch in batches:
+            rewards.append(reward.score(batch.completions))
+            kls.append(sampled_sequence_kl(policy, reference, batch).cpu())
+            progress.advance(task, len(batch.prompts))
+    reward_values, kl_values = torch.cat(rewards), torch.cat(kls)
+    return {
+        "reward_mean": reward_values.mean().item(),
+        "reward_tail": lower_tail_mean(reward_values, settings.tail_fraction),
+        "kl": kl_values.mean().item(),
+    }
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    metrics_of_batch: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    batches: Iterable[dict[str, torch.Tensor]],
+    limit: int,
+) -> dict[str, float]:
+    """Teacher-forced objective metrics averaged over the first batches holding >= `limit` pairs."""
+    sums: dict[str, float] = defaultdict(float)
+    seen = 0
+    for batch in batches:
+        pairs = batch["input_ids"].size(0) // 2
+        for name, value in metrics_of_batch(batch).items():
+            sums[name] += float(value) * pairs
+        seen += pairs
+        if seen >= limit:
+            break
+    return {name: total / seen for name, total in sums.items()}

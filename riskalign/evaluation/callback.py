@@ -1,0 +1,90 @@
+"""The Lightning callback that traces a run's alignment-vs-drift curve."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+from riskalign.evaluation.alignment import EvalSettings, evaluate_pairs, evaluate_samples
+from riskalign.models.loading import freeze
+from riskalign.rewards import RewardModel
+
+log = logging.getLogger(__name__)
+
+
+class AlignmentEvaluation(Callback):
+    """Evaluates before training, every `every_n_steps` optimizer steps, and at the end.
+
+    Each evaluation appends a point {step, reward_mean, reward_tail, kl, ...} to
+    `self.curve` and logs it under `eval/...` to every logger.
+    """
+
+    def __init__(
+        self,
+        reference: Any,
+        tokenizer: Any,
+        prompts: list[str],
+        reward: RewardModel,
+        settings: EvalSettings,
+        pair_batches: Any,
+        num_pairs: int,
+        every_n_steps: int | None = None,
+    ) -> None:
+        self.reference = freeze(reference)
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.reward = reward
+        self.settings = settings
+        self.pair_batches = pair_batches
+        self.num_pairs = num_pairs
+        self.every_n_steps = every_n_steps
+        self.curve: list[dict[str, float]] = []
+
+    def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
+        step = trainer.global_step
+        if self.curve and self.curve[-1]["step"] == step:
+            return
+        started = time.perf_counter()
+        was_training = module.training
+        module.eval()
+        self.reference.to(module.device)
+        point: dict[str, float] = {"step": step}
+        point.update(
+            evaluate_samples(
+                module.policy, self.reference, self.tokenizer, self.prompts, self.reward, self.settings
+            )
+        )
+        device_batches = (
+            {key: value.to(module.device) for key, value in batch.items()}
+            for batch in self.pair_batches
+        )
+        with torch.no_grad():
+            pair_metrics = evaluate_pairs(
+                lambda batch: module.loss_and_metrics(batch)[1], device_batches, self.num_pairs
+            )
+        point.update({f"pairs/{name}": value for name, value in pair_metrics.items()})
+        module.train(was_training)
+        self.curve.append(point)
+        metrics = {f"eval/{name}": value for name, value in point.items() if name != "step"}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        log.info(
+            "eval @ step %d: reward %.3f (tail %.3f), KL %.3f  [%.1fs]",
+            step, point["reward_mean"], point["reward_tail"], point["kl"],
+            time.perf_counter() - started,
+        )
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        every = self.every_n_steps
+        if every and trainer.global_step % every == 0:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._evaluate(trainer, pl_module)

@@ -1,0 +1,35 @@
+"""Metric loggers of a run: always a CSV file, plus a W&B run unless disabled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """`run_dir/metrics.csv`, and one W&B run per job (offline by default)."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    settings = cfg.logger.wandb
+    if settings.mode != "disabled":
+        loggers.append(
+            WandbLogger(
+                project=settings.project,
+                entity=settings.entity,
+                group=settings.group,
+                name=settings.name or run_dir.name,
+                tags=list(settings.tags),
+                mode=settings.mode,
+                save_dir=str(run_dir),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def finish_wandb(loggers: list[Logger]) -> None:
+    """Close the W&B run so that the next job of a sweep starts its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()

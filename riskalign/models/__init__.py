@@ -1,0 +1,1 @@
+"""Building the trainable policy and the frozen reference from an HF checkpoint."""

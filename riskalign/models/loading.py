@@ -1,0 +1,43 @@
+"""Load the policy, the frozen reference and the tokenizer from a hub ID or a local path."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from riskalign.config_checks import ConfigError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r} is not one of: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_tokenizer(name_or_path: str):
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str) -> PreTrainedModel:
+    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+        raise ConfigError(f"model.name_or_path={name_or_path!r} does not exist")
+    return AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
+    )
+
+
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """Eval mode, no gradients: the reference never trains."""
+    model.eval()
+    model.requires_grad_(False)
+    return model

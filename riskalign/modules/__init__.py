@@ -1,0 +1,1 @@
+"""LightningModules: preference alignment (and, later, online RL)."""

@@ -1,0 +1,117 @@
+"""AlignmentModule: a trainable policy, a frozen reference and an objective."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from transformers import PreTrainedModel
+
+from riskalign.evaluation.sampling import position_ids
+from riskalign.models.loading import freeze
+
+log = logging.getLogger(__name__)
+
+REFERENCE_PREFIX = "reference."
+PROGRESS_BAR_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
+
+
+class AlignmentModule(LightningModule):
+    """One forward per model per step on the stacked [2B, T] batch, then the objective.
+
+    The reference is frozen: eval mode, no gradients, outside the optimizer and
+    left out of checkpoints (it is rebuilt from its config). It is None for
+    objectives that never look at it (SimPO, SFT).
+    """
+
+    def __init__(
+        self,
+        policy: PreTrainedModel,
+        reference: PreTrainedModel | None,
+        objective: Any,
+        optim: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.policy = policy.train()  # from_pretrained returns eval mode; Lightning keeps modes
+        self.reference = freeze(reference) if reference is not None else None
+        self.objective = objective
+        self.optim = optim
+        if getattr(objective, "requires_input_embeddings", False):
+            self._enable_double_backprop()
+
+    def _enable_double_backprop(self) -> None:
+        """The Wasserstein penalty differentiates a gradient: attention needs 2nd derivatives."""
+        current = getattr(self.policy.config, "_attn_implementation", None)
+        if current != "eager":
+            self.policy.set_attn_implementation("eager")
+        log.info(
+            "Objective needs input-embedding gradients (Wasserstein penalty): feeding "
+            "inputs_embeds and using eager attention (was %s) for double backprop", current
+        )
+
+    def train(self, mode: bool = True) -> AlignmentModule:
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()  # Lightning calls .train() on the whole module
+        return self
+
+    def _logits(
+        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Logits [2B, T-1, V] aligned with the shifted labels."""
+        inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": batch["input_ids"]}
+        out = model(
+            **inputs,
+            attention_mask=batch["attention_mask"],
+            position_ids=position_ids(batch["attention_mask"]),
+        )
+        return out.logits[:, :-1]
+
+    def loss_and_metrics(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        labels = batch["labels"][:, 1:]
+        embeds = None
+        if getattr(self.objective, "requires_input_embeddings", False) and torch.is_grad_enabled():
+            embeds = self.policy.get_input_embeddings()(batch["input_ids"])
+        policy_logits = self._logits(self.policy, batch, embeds)
+        ref_logits = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logits = self._logits(self.reference, batch, None)
+        extra = {"inputs_embeds": embeds} if embeds is not None else {}
+        return self.objective.loss_from_logits(policy_logits, ref_logits, labels, **extra)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.loss_and_metrics(batch)
+        pairs = batch["input_ids"].size(0) // 2
+        for name, value in metrics.items():
+            self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR_METRICS,
+                     batch_size=pairs)
+        return loss
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            trainable,
+            lr=float(self.optim["lr"]),
+            weight_decay=float(self.optim["weight_decay"]),
+            betas=tuple(self.optim["betas"]),
+        )
+        warmup = int(self.optim["warmup_steps"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(REFERENCE_PREFIX)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.reference is not None:  # restore the frozen weights the checkpoint omits
+            for key, value in self.reference.state_dict().items():
+                checkpoint["state_dict"][REFERENCE_PREFIX + key] = value

@@ -1,0 +1,171 @@
+"""The Hydra entry point: `python -m riskalign.train objective=radpo data=reviews ...`.
+
+Little logic of its own: check the config, resolve data and models, wire the
+Lightning pieces together, fit, and write the run's result files.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from riskalign.config_checks import ConfigError, check_config
+
+log = logging.getLogger("riskalign.train")
+
+WORLD_MODEL = "world"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from riskalign.objectives import ObjectiveConfigError
+
+    try:
+        train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, ObjectiveConfigError) as error:
+        print(f"riskalign: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One run: returns the summary it also writes to `run_dir/summary.json`."""
+    started = time.perf_counter()
+    check_config(cfg)
+    from riskalign import objectives  # objectives are cheap: build before anything heavy
+
+    objective = objectives.build(**OmegaConf.to_container(cfg.objective, resolve=True))
+
+    # Heavy imports only once the config is known to be sound.
+    import lightning
+    import transformers
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    from riskalign.data.loading import load_preference_splits
+    from riskalign.data.preference import PreferenceDataModule
+    from riskalign.evaluation.alignment import EvalSettings
+    from riskalign.evaluation.callback import AlignmentEvaluation
+    from riskalign.evaluation.report import print_closing_table, write_json_atomic
+    from riskalign.logging_setup import build_loggers, finish_wandb
+    from riskalign.models.loading import load_causal_lm, load_tokenizer
+    from riskalign.modules.alignment import AlignmentModule
+
+    transformers.logging.set_verbosity_error()
+    lightning.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    world = _ensure_world(cfg) if cfg.data.source == "world" else None
+    splits = load_preference_splits(
+        str(world.dataset_dir) if world else cfg.data.path, cfg.data.train_split,
+        cfg.data.eval_split,
+    )
+    model_path = _model_path(cfg, world)
+    tokenizer = load_tokenizer(model_path)
+    datamodule = PreferenceDataModule(
+        splits,
+        tokenizer,
+        max_length=cfg.data.max_length,
+        max_prompt_length=cfg.data.max_prompt_length,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
+    prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
+    if len(prompts) < cfg.eval.num_prompts:
+        raise ConfigError(
+            f"eval.num_prompts={cfg.eval.num_prompts} exceeds the {len(prompts)} distinct "
+            f"prompts of the held-out split {cfg.data.eval_split!r}"
+        )
+    reward = instantiate(cfg.reward)
+
+    policy = load_causal_lm(model_path, cfg.model.dtype, cfg.model.attn_implementation)
+    # Evaluation measures drift against the reference even when the objective ignores it;
+    # training runs it only for objectives that need it.
+    reference = load_causal_lm(model_path, cfg.model.dtype, cfg.model.attn_implementation)
+    module = AlignmentModule(
+        policy,
+        reference if objective.requires_reference else None,
+        objective,
+        OmegaConf.to_container(cfg.optim, resolve=True),
+    )
+    datamodule.setup("fit")
+    evaluation = AlignmentEvaluation(
+        reference,
+        tokenizer,
+        prompts,
+        reward,
+        EvalSettings(
+            num_prompts=cfg.eval.num_prompts,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            temperature=cfg.eval.temperature,
+            seed=cfg.eval.seed,
+            batch_size=cfg.eval.batch_size,
+            tail_fraction=cfg.eval.tail_fraction,
+        ),
+        pair_batches=datamodule.eval_dataloader(),
+        num_pairs=cfg.eval.num_pairs,
+        every_n_steps=cfg.eval.every_n_steps,
+    )
+    loggers = build_loggers(cfg, run_dir)
+    trainer = lightning.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        callbacks=[
+            evaluation,
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True),
+            RichProgressBar(leave=True),
+        ],
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        module.policy.save_pretrained(run_dir / "policy")
+        tokenizer.save_pretrained(run_dir / "policy")
+        summary = {
+            "objective": cfg.objective.name,
+            "run_dir": str(run_dir),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "steps": trainer.global_step,
+            "reference": evaluation.curve[0],
+            "final": evaluation.curve[-1],
+            "curve": evaluation.curve,
+            "world": str(world.root) if world else None,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        write_json_atomic(run_dir / "summary.json", summary)
+    finally:
+        finish_wandb(loggers)
+    print_closing_table(summary["reference"], summary["final"])
+    log.info("Run written to %s", run_dir)
+    return summary
+
+
+def _ensure_world(cfg: DictConfig):
+    from riskalign.worlds.reviews import ensure_reviews_world
+
+    return ensure_reviews_world(
+        OmegaConf.to_container(cfg.data.world, resolve=True), cfg.paths.cache_dir
+    )
+
+
+def _model_path(cfg: DictConfig, world) -> str:
+    if cfg.model.name_or_path != WORLD_MODEL:
+        return str(cfg.model.name_or_path)
+    if world is None:
+        raise ConfigError(
+            f"model.name_or_path={WORLD_MODEL!r} (model={cfg.model.name}) needs the embedded "
+            f"world's data (data=reviews), not data={cfg.data.name}"
+        )
+    return str(world.model_dir)
+
+
+if __name__ == "__main__":
+    main()
