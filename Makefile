@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-startup clean
+.PHONY: install run test lint bench-make-run clean
 
 install: $(STAMP)
 
@@ -27,8 +27,8 @@ test: install
 lint: install
 	$(PY) -m ruff check riskalign tests experiments
 
-bench-startup: install
-	$(PY) experiments/bench_startup.py
+bench-make-run: install
+	$(PY) experiments/bench_make_run.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

@@ -8,8 +8,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """`run_dir/metrics.csv`, and one W&B run per job (offline by default)."""
+def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) -> list[Logger]:
+    """`run_dir/metrics.csv`, and one W&B run per job (offline by default) in `group`."""
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     settings = cfg.logger.wandb
     if settings.mode != "disabled":
@@ -17,8 +17,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
             WandbLogger(
                 project=settings.project,
                 entity=settings.entity,
-                group=settings.group,
-                name=settings.name or run_dir.name,
+                group=group,
+                name=name,
                 tags=list(settings.tags),
                 mode=settings.mode,
                 save_dir=str(run_dir),

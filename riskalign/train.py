@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,15 +29,39 @@ WORLD_MODEL = "world"
 def main(cfg: DictConfig) -> None:
     from riskalign.objectives import ObjectiveConfigError
 
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        train(
+            cfg,
+            Path(hydra_cfg.runtime.output_dir),
+            sweep_group=_sweep_group(hydra_cfg) if multirun else None,
+            job_name=hydra_cfg.job.override_dirname or None,
+        )
     except (ConfigError, ObjectiveConfigError) as error:
+        if multirun:
+            raise  # Hydra marks the job failed, RecordFailures writes it down, the sweep goes on
         print(f"riskalign: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """One run: returns the summary it also writes to `run_dir/summary.json`."""
+def _sweep_group(hydra_cfg: DictConfig) -> str:
+    """One W&B group per sweep, named after its directory: sweep-<date>_<time>."""
+    parts = Path(hydra_cfg.sweep.dir).parts[-2:]
+    return "sweep-" + "_".join(parts)
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    sweep_group: str | None = None,
+    job_name: str | None = None,
+) -> dict[str, Any]:
+    """One run: returns the summary it also writes to `run_dir/summary.json`.
+
+    `sweep_group` is the W&B group of a multirun (unless logger.wandb.group is
+    set); `job_name` names the W&B run (default: the run directory's name).
+    """
     started = time.perf_counter()
     check_config(cfg)
     from riskalign import objectives  # objectives are cheap: build before anything heavy
@@ -114,7 +139,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         num_pairs=cfg.eval.num_pairs,
         every_n_steps=cfg.eval.every_n_steps,
     )
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, group=cfg.logger.wandb.group or sweep_group,
+                            name=cfg.logger.wandb.name or job_name or run_dir.name)
     trainer = lightning.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(run_dir),

@@ -1,0 +1,54 @@
+"""Multirun bookkeeping: a failing job is recorded and the sweep goes on.
+
+`RecordFailures` is a Hydra callback (wired in conf/train.yaml). When a job
+raises, Hydra marks it FAILED and launches the next one; this callback writes
+the job's traceback to `<job dir>/error.txt` and appends it to the sweep-level
+`<sweep dir>/failures.json`, so a person sees at once which jobs broke and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+FAILURES_FILE = "failures.json"
+
+
+def read_failures(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = sweep_dir / FAILURES_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+class RecordFailures(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.FAILED or config.hydra.mode.name != "MULTIRUN":
+            return
+        error = job_return._return_value  # the exception; .return_value would re-raise it
+        job_dir = Path(config.hydra.runtime.output_dir)
+        text = "".join(traceback.format_exception(error))
+        (job_dir / "error.txt").write_text(text)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failures = read_failures(sweep_dir)
+        failures.append(
+            {
+                "job": config.hydra.job.num,
+                "overrides": list(config.hydra.overrides.task),
+                "job_dir": str(job_dir),
+                "error": f"{type(error).__name__}: {error}",
+            }
+        )
+        temporary = sweep_dir / f".{FAILURES_FILE}.tmp"
+        temporary.write_text(json.dumps(failures, indent=2))
+        os.replace(temporary, sweep_dir / FAILURES_FILE)
+        log.error("job %s failed (%s); recorded in %s", config.hydra.job.num, error,
+                  sweep_dir / FAILURES_FILE)

@@ -1,0 +1,73 @@
+"""`python -m riskalign.train` end to end on the pocket-size world, and its refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+from datasets import Dataset, DatasetDict
+
+from tests.conftest import run_train
+
+
+def _single_run_dir(outputs):
+    runs = [path.parent for path in outputs.glob("runs/*/*/.hydra")]
+    assert len(runs) == 1, f"expected one run dir, found {runs}"
+    return runs[0]
+
+
+def test_short_run_writes_summary_metrics_and_an_offline_wandb_run(smoke_env, tmp_path):
+    result = run_train("debug=smoke", "logger.wandb.mode=offline", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _single_run_dir(tmp_path / "outputs")
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["objective"] == "dpo" and summary["steps"] == 4
+    assert [point["step"] for point in summary["curve"]] == [0, 4]
+    for point in (summary["reference"], summary["final"]):
+        for key in ("reward_mean", "reward_tail", "kl"):
+            assert math.isfinite(point[key]), f"{key} is not finite: {point}"
+        assert point["reward_tail"] <= point["reward_mean"]
+    assert summary["reference"]["kl"] == 0.0 and summary["final"]["kl"] > 0.0
+
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert any(row.get("rewards/accuracies") for row in rows), "training metrics not in the CSV"
+    assert any(row.get("eval/reward_mean") for row in rows), "eval metrics not in the CSV"
+
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1, f"expected one W&B offline run, found {offline_runs}"
+    assert (run_dir / "policy" / "config.json").is_file()
+    assert "reference" in result.stdout and "policy" in result.stdout  # the closing table
+
+
+def _assert_refused(result, *fragments):
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("riskalign: error:")]
+    assert len(errors) == 1, f"expected one error line, got: {result.stderr[-2000:]}"
+    for fragment in fragments:
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+
+
+def test_unknown_objective_fails_with_the_valid_names(smoke_env):
+    result = run_train("objective=nonexistent", env=smoke_env)
+    assert result.returncode != 0
+    assert "Could not find 'objective/nonexistent'" in result.stderr
+    assert "dpo" in result.stderr
+
+
+def test_max_length_not_above_max_prompt_length_is_refused(smoke_env):
+    result = run_train("debug=smoke", "data.max_length=16", "data.max_prompt_length=16",
+                       env=smoke_env)
+    _assert_refused(result, "data.max_length=16", "data.max_prompt_length=16")
+
+
+def test_dataset_missing_chosen_is_refused_before_models_load(smoke_env, tmp_path):
+    bad = tmp_path / "no_chosen"
+    DatasetDict(
+        train=Dataset.from_dict({"prompt": ["the movie was"], "rejected": ["bad ."]}),
+        test=Dataset.from_dict({"prompt": ["the plot was"], "rejected": ["dull ."]}),
+    ).save_to_disk(str(bad))
+    result = run_train("debug=smoke", "data=local", f"data.path={bad}", env=smoke_env)
+    _assert_refused(result, "chosen", str(bad))

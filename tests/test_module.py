@@ -1,0 +1,79 @@
+"""AlignmentModule: the reference stays frozen and out of checkpoints; log-probs are exact."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning
+import torch
+from datasets import load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from riskalign import objectives
+from riskalign.data.preference import PreferenceDataModule, collate_pairs, tokenize_pair
+from riskalign.modules.alignment import AlignmentModule
+
+OPTIM = {"lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0}
+
+
+def _module(world, objective="dpo"):
+    policy = AutoModelForCausalLM.from_pretrained(world.model_dir)
+    reference = AutoModelForCausalLM.from_pretrained(world.model_dir)
+    return AlignmentModule(policy, reference, objectives.build(objective), OPTIM)
+
+
+def _datamodule(world):
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    splits = load_from_disk(str(world.dataset_dir))
+    splits = {"train": splits["train"], "eval": splits["test"]}
+    from datasets import DatasetDict
+
+    return PreferenceDataModule(DatasetDict(splits), tokenizer, max_length=48,
+                                max_prompt_length=16, batch_size=4, eval_batch_size=4)
+
+
+def test_reference_is_unchanged_by_training_and_absent_from_checkpoints(smoke_world, tmp_path):
+    _, world = smoke_world
+    module = _module(world)
+    reference_before = copy.deepcopy(module.reference.state_dict())
+    policy_before = copy.deepcopy(module.policy.state_dict())
+    trainer = lightning.Trainer(max_steps=3, accelerator="cpu", logger=False,
+                                enable_progress_bar=False, default_root_dir=tmp_path,
+                                enable_model_summary=False)
+    trainer.fit(module, datamodule=_datamodule(world))
+
+    assert not module.reference.training, "the reference must stay in eval mode"
+    for name, value in module.reference.state_dict().items():
+        assert torch.equal(value, reference_before[name]), f"reference weight {name} changed"
+    assert any(not torch.equal(value, policy_before[name])
+               for name, value in module.policy.state_dict().items()), "the policy did not train"
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in module.policy.parameters()}
+
+    path = tmp_path / "module.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    assert not [key for key in state if key.startswith("reference.")], "reference was saved"
+    assert any(key.startswith("policy.") for key in state)
+
+
+def test_sequence_log_probs_through_the_module_match_a_token_by_token_computation(smoke_world):
+    _, world = smoke_world
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
+    pair = tokenize_pair(tokenizer, "the movie was", "really good .", "not good at all .",
+                         max_length=32, max_prompt_length=16)
+    batch = collate_pairs([pair], tokenizer.pad_token_id)
+    module = AlignmentModule(model, copy.deepcopy(model), objectives.build("dpo"), OPTIM)
+    with torch.no_grad():
+        logits = module._logits(model, batch, None)
+    got = objectives.functional.sequence_logps(logits, batch["labels"][:, 1:])
+
+    for row, response in enumerate((pair["chosen_ids"], pair["rejected_ids"])):
+        ids = pair["prompt_ids"] + response
+        expected = 0.0
+        with torch.no_grad():
+            for t in range(len(pair["prompt_ids"]), len(ids)):
+                step_logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+                expected += torch.log_softmax(step_logits, -1)[ids[t]].item()
+        assert abs(got[row].item() - expected) < 1e-4, f"row {row}: {got[row]} != {expected}"
