@@ -33,3 +33,26 @@ def finish_wandb(loggers: list[Logger]) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()
+
+
+CURVE_COLUMNS = ("step", "kl", "reward_mean", "reward_tail", "reward_below_threshold")
+
+
+def log_curve(loggers: list[Logger], curve: list[dict[str, float]]) -> None:
+    """The run's alignment-vs-drift points as a W&B table and a line plot (KL on x)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            table = wandb.Table(
+                columns=list(CURVE_COLUMNS),
+                data=[[point[column] for column in CURVE_COLUMNS] for point in curve],
+            )
+            logger.experiment.log(
+                {
+                    "curve/points": table,
+                    "curve/alignment_vs_drift": wandb.plot.line(
+                        table, "kl", "reward_mean", title="reward vs KL(π_θ‖π_ref)"
+                    ),
+                }
+            )

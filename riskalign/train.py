@@ -78,7 +78,7 @@ def train(
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation
     from riskalign.evaluation.report import print_closing_table, write_json_atomic
-    from riskalign.logging_setup import build_loggers, finish_wandb
+    from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
 
@@ -134,6 +134,7 @@ def train(
             seed=cfg.eval.seed,
             batch_size=cfg.eval.batch_size,
             tail_fraction=cfg.eval.tail_fraction,
+            tail_threshold=cfg.eval.tail_threshold,
         ),
         pair_batches=datamodule.eval_dataloader(),
         num_pairs=cfg.eval.num_pairs,
@@ -153,6 +154,7 @@ def train(
     )
     try:
         trainer.fit(module, datamodule=datamodule)
+        log_curve(loggers, evaluation.curve)
         module.policy.save_pretrained(run_dir / "policy")
         tokenizer.save_pretrained(run_dir / "policy")
         summary = {

@@ -24,6 +24,7 @@ class EvalSettings:
     seed: int
     batch_size: int
     tail_fraction: float
+    tail_threshold: float
 
 
 def evaluate_samples(
@@ -55,6 +56,7 @@ def evaluate_samples(
     return {
         "reward_mean": reward_values.mean().item(),
         "reward_tail": lower_tail_mean(reward_values, settings.tail_fraction),
+        "reward_below_threshold": (reward_values < settings.tail_threshold).float().mean().item(),
         "kl": kl_values.mean().item(),
     }
 

@@ -1,0 +1,67 @@
+"""Multirun sweeps: one W&B group, every job its own run, failures recorded, a frontier report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+from matplotlib.image import imread
+
+from riskalign.frontier import pareto_front
+from tests.conftest import REPO, run_train
+
+
+def _sweep_dir(outputs):
+    sweeps = [path.parent for path in outputs.glob("multirun/*/*/multirun.yaml")]
+    assert len(sweeps) == 1, f"expected one sweep dir, found {sweeps}"
+    return sweeps[0]
+
+
+def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smoke_env, tmp_path):
+    result = run_train("-m", "debug=smoke", "logger.wandb.mode=offline", "eval.every_n_steps=2",
+                       "objective=dpo,tdpo", "objective.beta=0.1,0.5", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = _sweep_dir(tmp_path / "outputs")
+    group = "sweep-" + "_".join(sweep.parts[-2:])
+
+    wandb_files = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 4, f"expected 4 W&B offline runs, found {wandb_files}"
+    assert len({path.name for path in wandb_files}) == 4, "W&B runs must have distinct ids"
+    for path in wandb_files:
+        assert group.encode() in path.read_bytes(), f"{path} is not in W&B group {group}"
+
+    report = subprocess.run([sys.executable, "-m", "riskalign.frontier", str(sweep)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "| run | objective | overrides |" in report.stdout, "no markdown table printed"
+    with open(sweep / "frontier.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    assert {row["objective"] for row in rows} == {"dpo", "tdpo"}
+    for row in rows:
+        for key in ("reward", "reward_tail", "kl", "accuracy"):
+            assert math.isfinite(float(row[key])), f"{key}={row[key]} in {row}"
+    for name in ("frontier.png", "tail.png"):
+        image = imread(sweep / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100, f"{name} did not decode to a plot"
+    summary = json.loads(next(sweep.glob("*/summary.json")).read_text())
+    assert [point["step"] for point in summary["curve"]] == [0, 2, 4]
+
+
+def test_a_failing_job_is_recorded_and_the_others_complete(smoke_env, tmp_path):
+    result = run_train("-m", "debug=smoke", "data.max_length=48,8", env=smoke_env)
+    assert result.returncode != 0, "a sweep with a failed job must not report success"
+    sweep = _sweep_dir(tmp_path / "outputs")
+    assert (sweep / "0" / "summary.json").is_file(), "the valid job did not complete"
+    failures = json.loads((sweep / "failures.json").read_text())
+    assert [failure["job"] for failure in failures] == [1]
+    assert "data.max_length=8" in failures[0]["error"]
+    assert "data.max_length=8" in (sweep / "1" / "error.txt").read_text()
+
+
+def test_pareto_front_keeps_points_no_other_beats():
+    points = [(1.0, 0.2), (2.0, 0.5), (1.5, 0.1), (3.0, 0.4), (0.5, 0.0), (4.0, 0.9)]
+    assert pareto_front(points) == [4, 0, 1, 5]
