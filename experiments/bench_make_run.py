@@ -72,8 +72,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for row in cached:
         print(f"| {row['seed']} | {row['wall_seconds']} | {row['reference_reward']:.3f} | "
-              f"{row['reference_tail']:.3f} | {row['final_reward']:.3f} | {row['final_tail']:.3f} | "
-              f"{row['final_kl']:.3f} |")
+              f"{row['reference_tail']:.3f} | {row['final_reward']:.3f} | "
+              f"{row['final_tail']:.3f} | {row['final_kl']:.3f} |")
     print(f"reward gain {result['reward_gain_mean']:.3f}; seed-to-seed stdev of final reward "
           f"{result['final_reward_seed_stdev']:.3f}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from riskalign.config_checks import ConfigError, check_config
 
 log = logging.getLogger("riskalign.train")
+# The frozen reference is in eval mode on purpose; Lightning warns about any such module.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 WORLD_MODEL = "world"
 

@@ -61,7 +61,6 @@ def evaluate_samples(
     }
 
 
-@torch.no_grad()
 def evaluate_pairs(
     metrics_of_batch: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
     batches: Iterable[dict[str, torch.Tensor]],

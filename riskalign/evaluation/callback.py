@@ -55,14 +55,18 @@ class AlignmentEvaluation(Callback):
         point: dict[str, float] = {"step": step}
         point.update(
             evaluate_samples(
-                module.policy, self.reference, self.tokenizer, self.prompts, self.reward, self.settings
+                module.policy, self.reference, self.tokenizer, self.prompts, self.reward,
+                self.settings,
             )
         )
         device_batches = (
             {key: value.to(module.device) for key, value in batch.items()}
             for batch in self.pair_batches
         )
-        with torch.no_grad():
+        # A penalty on input-embedding gradients (WDPO) is part of the held-out loss too,
+        # so those objectives evaluate with autograd on; nothing is stepped.
+        needs_grad = module.objective.requires_input_embeddings
+        with torch.enable_grad() if needs_grad else torch.no_grad():
             pair_metrics = evaluate_pairs(
                 lambda batch: module.loss_and_metrics(batch)[1], device_batches, self.num_pairs
             )

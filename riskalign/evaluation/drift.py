@@ -20,12 +20,13 @@ def sampled_sequence_kl(
     positions = position_ids(mask)
     # The logits at t predict token t+1: a generated token's state is one step earlier.
     counted = batch.completion_mask[:, 1:].float()
-    policy_logp = torch.log_softmax(
-        policy(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float(), -1
-    )
-    reference_logp = torch.log_softmax(
-        reference(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float(),
-        -1,
+    policy_logp, reference_logp = (
+        torch.log_softmax(
+            model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1],
+            dim=-1,
+            dtype=torch.float32,
+        )
+        for model in (policy, reference)
     )
     per_step = (policy_logp.exp() * (policy_logp - reference_logp)).sum(-1)
     return (per_step * counted).sum(-1)

@@ -38,7 +38,7 @@ class AlignmentModule(LightningModule):
         self.reference = freeze(reference) if reference is not None else None
         self.objective = objective
         self.optim = optim
-        if getattr(objective, "requires_input_embeddings", False):
+        if objective.requires_input_embeddings:
             self._enable_double_backprop()
 
     def _enable_double_backprop(self) -> None:
@@ -61,7 +61,7 @@ class AlignmentModule(LightningModule):
         self, model: PreTrainedModel, batch: dict[str, torch.Tensor], embeds: torch.Tensor | None
     ) -> torch.Tensor:
         """Logits [2B, T-1, V] aligned with the shifted labels."""
-        inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": batch["input_ids"]}
+        inputs = {"input_ids": batch["input_ids"]} if embeds is None else {"inputs_embeds": embeds}
         out = model(
             **inputs,
             attention_mask=batch["attention_mask"],
@@ -74,7 +74,7 @@ class AlignmentModule(LightningModule):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         labels = batch["labels"][:, 1:]
         embeds = None
-        if getattr(self.objective, "requires_input_embeddings", False) and torch.is_grad_enabled():
+        if self.objective.requires_input_embeddings:
             embeds = self.policy.get_input_embeddings()(batch["input_ids"])
         policy_logits = self._logits(self.policy, batch, embeds)
         ref_logits = None
