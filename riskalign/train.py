@@ -107,11 +107,6 @@ def train(
         seed=cfg.seed,
     )
     prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
-    if len(prompts) < cfg.eval.num_prompts:
-        raise ConfigError(
-            f"eval.num_prompts={cfg.eval.num_prompts} exceeds the {len(prompts)} distinct "
-            f"prompts of the held-out split {cfg.data.eval_split!r}"
-        )
     reward = instantiate(cfg.reward)
 
     policy = load_causal_lm(model_path, cfg.model.dtype, cfg.model.attn_implementation)
@@ -130,15 +125,7 @@ def train(
         tokenizer,
         prompts,
         reward,
-        EvalSettings(
-            num_prompts=cfg.eval.num_prompts,
-            max_new_tokens=cfg.eval.max_new_tokens,
-            temperature=cfg.eval.temperature,
-            seed=cfg.eval.seed,
-            batch_size=cfg.eval.batch_size,
-            tail_fraction=cfg.eval.tail_fraction,
-            tail_threshold=cfg.eval.tail_threshold,
-        ),
+        EvalSettings.from_config(cfg.eval),
         pair_batches=datamodule.eval_dataloader(),
         num_pairs=cfg.eval.num_pairs,
         every_n_steps=cfg.eval.every_n_steps,

@@ -71,3 +71,8 @@ def test_dataset_missing_chosen_is_refused_before_models_load(smoke_env, tmp_pat
     ).save_to_disk(str(bad))
     result = run_train("debug=smoke", "data=local", f"data.path={bad}", env=smoke_env)
     _assert_refused(result, "chosen", str(bad))
+
+
+def test_more_eval_prompts_than_held_out_is_refused(smoke_env):
+    result = run_train("debug=smoke", "eval.num_prompts=1000", env=smoke_env)
+    _assert_refused(result, "eval.num_prompts=1000", "distinct prompts of the held-out split")

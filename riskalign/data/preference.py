@@ -11,6 +11,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from riskalign.config_checks import ConfigError
+
 IGNORE_INDEX = -100
 
 
@@ -111,7 +113,13 @@ class PreferenceDataModule(LightningDataModule):
 
     def eval_prompts(self, count: int) -> list[str]:
         """The first `count` distinct prompts of the eval split, in dataset order."""
-        return list(dict.fromkeys(self.splits["eval"]["prompt"]))[:count]
+        distinct = list(dict.fromkeys(self.splits["eval"]["prompt"]))
+        if len(distinct) < count:
+            raise ConfigError(
+                f"eval.num_prompts={count} exceeds the {len(distinct)} distinct prompts of the "
+                "held-out split"
+            )
+        return distinct[:count]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         assert self.tokenized is not None, "call setup() first"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from rich.progress import Progress
@@ -18,13 +19,18 @@ from riskalign.rewards import RewardModel
 
 @dataclass
 class EvalSettings:
-    num_prompts: int
+    """How the sampled part of an evaluation runs (conf/eval/)."""
+
     max_new_tokens: int
     temperature: float
     seed: int
     batch_size: int
     tail_fraction: float
     tail_threshold: float
+
+    @classmethod
+    def from_config(cls, eval_cfg: Mapping[str, Any]) -> EvalSettings:
+        return cls(**{field.name: eval_cfg[field.name] for field in fields(cls)})
 
 
 def evaluate_samples(
