@@ -105,14 +105,7 @@ def plot_frontier(results: list[RunResult], curves: list[dict[str, Any]], path: 
     front = pareto_front([(r.kl, r.reward) for r in results])
     axes.plot([results[i].kl for i in front], [results[i].reward for i in front], "k--",
               linewidth=1.2, label="Pareto front (final points)", zorder=2)
-    axes.set_xlabel("sampled KL(π_θ ‖ π_ref) per sequence")
-    axes.set_ylabel("mean reward on held-out prompts")
-    axes.set_title("alignment vs drift")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(figure, axes, path, "mean reward on held-out prompts", "alignment vs drift")
 
 
 def plot_tail(results: list[RunResult], path: Path) -> None:
@@ -122,9 +115,14 @@ def plot_tail(results: list[RunResult], path: Path) -> None:
         runs = [r for r in results if r.objective == name]
         axes.scatter([r.kl for r in runs], [r.reward_tail for r in runs], color=colour, s=60,
                      edgecolor="black", label=name)
+    _save(figure, axes, path, "reward tail: mean of the worst 10 %", "worst case vs drift")
+
+
+def _save(figure: Any, axes: Any, path: Path, ylabel: str, title: str) -> None:
+    """Shared axes (KL on x), labels and legend, then write the PNG."""
     axes.set_xlabel("sampled KL(π_θ ‖ π_ref) per sequence")
-    axes.set_ylabel("reward tail: mean of the worst 10 %")
-    axes.set_title("worst case vs drift")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
