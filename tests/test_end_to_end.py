@@ -76,3 +76,11 @@ def test_dataset_missing_chosen_is_refused_before_models_load(smoke_env, tmp_pat
 def test_more_eval_prompts_than_held_out_is_refused(smoke_env):
     result = run_train("debug=smoke", "eval.num_prompts=1000", env=smoke_env)
     _assert_refused(result, "eval.num_prompts=1000", "distinct prompts of the held-out split")
+
+
+def test_invalid_objective_parameter_is_refused_before_anything_loads(tmp_path):
+    # No world, no cache: the refusal must come from the composed config alone.
+    env = {"RISKALIGN_CACHE_DIR": str(tmp_path / "empty"), "RISKALIGN_OUTPUT_ROOT": str(tmp_path)}
+    result = run_train("objective=radpo", "objective.drift.tail_mass=1.5", env=env)
+    _assert_refused(result, "objective.drift.tail_mass=1.5", "(0, 1]")
+    assert not (tmp_path / "empty").exists(), "nothing may be built for a refused config"

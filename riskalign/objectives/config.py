@@ -1,0 +1,197 @@
+"""The parameters of an objective: their defaults, their ranges, and the one-line refusals.
+
+A preference objective's parameters are the top-level `beta` and `chunk_size`
+and four blocks, each always complete once resolved:
+
+    link:    name, epsilon, gamma, length_normalize
+    drift:   measure (null: no drift term), tail_mass, mu, variant, alpha, weighting, normalize
+    reducer: name, tau, beta_prime, tail_mass, scope, normalize, weight_cap
+    penalty: name (null: no penalty), rho0, form
+
+`resolve` merges partial overrides onto defaults key by key, refuses unknown
+keys and out-of-range values with `ObjectiveConfigError`, and returns plain
+nested dicts. It touches no tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from riskalign.objectives.functional import LINKS, REDUCERS
+from riskalign.objectives.tokens import MEASURES, WEIGHTINGS
+
+ROOT = "objective"
+
+
+class ObjectiveConfigError(ValueError):
+    """A refused objective parameter; the message is one line naming the key path, the value and the allowed range."""
+
+
+@dataclass(frozen=True)
+class Real:
+    """A float in an interval; None bounds are unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = True
+    high_open: bool = False
+    nullable: bool = False
+
+    def __call__(self, path: str, value: Any) -> float | None:
+        if value is None and self.nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ObjectiveConfigError(f"{path}={value!r} is not a finite number: must be {self.describe()}")
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if below or above:
+            raise ObjectiveConfigError(f"{path}={value!r} is out of range: must be {self.describe()}")
+        return float(value)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"in {left}{self.low:g}, {self.high:g}{right}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        else:
+            text = "a finite number"
+        return f"{text} or null" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An int, at least `minimum`, or one of `options`; or null when `nullable`."""
+
+    minimum: int = 1
+    options: tuple[int, ...] = ()
+    nullable: bool = False
+
+    def __call__(self, path: str, value: Any) -> int | None:
+        if value is None and self.nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ObjectiveConfigError(f"{path}={value!r} is not an integer: must be {self.describe()}")
+        if (self.options and value not in self.options) or value < self.minimum:
+            raise ObjectiveConfigError(f"{path}={value!r} is out of range: must be {self.describe()}")
+        return value
+
+    def describe(self) -> str:
+        text = "one of " + ", ".join(map(str, self.options)) if self.options else f">= {self.minimum}"
+        return f"{text} or null" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few names; null too when `nullable` (it switches the block off)."""
+
+    options: tuple[str, ...]
+    nullable: bool = False
+
+    def __call__(self, path: str, value: Any) -> str | None:
+        if value is None and self.nullable:
+            return None
+        if value not in self.options:
+            allowed = ("null",) * self.nullable + self.options
+            raise ObjectiveConfigError(f"{path}={value!r} is not one of: {', '.join(allowed)}")
+        return value
+
+
+def boolean(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ObjectiveConfigError(f"{path}={value!r} is not a boolean: must be true or false")
+    return value
+
+
+Check = Callable[[str, Any], Any]
+Field = tuple[Any, Check]
+Schema = dict[str, "Field | dict[str, Field]"]
+
+PAIR_SCHEMA: Schema = {
+    "beta": (0.1, Real(low=0.0)),
+    "chunk_size": (None, Integer(minimum=1, nullable=True)),
+    "link": {
+        "name": ("sigmoid", Choice(LINKS)),
+        "epsilon": (0.1, Real(low=0.0, high=0.5, low_open=False, high_open=True)),
+        "gamma": (0.5, Real()),
+        "length_normalize": (False, boolean),
+    },
+    "drift": {
+        "measure": (None, Choice(MEASURES, nullable=True)),
+        "tail_mass": (0.95, Real(low=0.0, high=1.0)),
+        "mu": (1.0, Real(low=0.0)),
+        "variant": (2, Integer(options=(1, 2))),
+        "alpha": (0.5, Real(low=0.0)),
+        "weighting": ("probability", Choice(WEIGHTINGS)),
+        "normalize": (True, boolean),
+    },
+    "reducer": {
+        "name": ("mean", Choice(REDUCERS)),
+        "tau": (0.05, Real(low=0.0)),
+        "beta_prime": (1.0, Real(low=0.0)),
+        "tail_mass": (0.5, Real(low=0.0, high=1.0)),
+        "scope": ("local", Choice(("local", "global"))),
+        "normalize": (True, boolean),
+        "weight_cap": (None, Real(low=0.0, nullable=True)),
+    },
+    "penalty": {
+        "name": (None, Choice(("wasserstein",), nullable=True)),
+        "rho0": (0.01, Real(low=0.0, low_open=False)),
+        "form": ("paper", Choice(("paper", "code"))),
+    },
+}
+
+SFT_SCHEMA: Schema = {
+    "rows": ("chosen", Choice(("chosen", "all"))),
+    "chunk_size": (None, Integer(minimum=1, nullable=True)),
+}
+
+# A block given as null is switched off through this key; other blocks cannot be null.
+SWITCHES = {"drift": "measure", "penalty": "name"}
+
+
+def defaults(schema: Schema) -> dict[str, Any]:
+    """The schema's defaults as nested plain dicts."""
+    return {
+        key: {k: v[0] for k, v in field.items()} if isinstance(field, dict) else field[0]
+        for key, field in schema.items()
+    }
+
+
+def resolve(schema: Schema, base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides merged onto base key by key (blocks merge per key), then every value checked.
+
+    base must be complete (as from `defaults`). Raises ObjectiveConfigError.
+    """
+    _refuse_unknown(ROOT, overrides, ["name", *schema])  # name is build()'s own argument
+    resolved: dict[str, Any] = {}
+    for key, field in schema.items():
+        path = f"{ROOT}.{key}"
+        value = overrides.get(key, base[key])
+        if not isinstance(field, dict):
+            resolved[key] = field[1](path, value)
+            continue
+        block = dict(base[key])
+        if value is None and key in SWITCHES:
+            block[SWITCHES[key]] = None
+        elif isinstance(value, Mapping):
+            _refuse_unknown(path, value, field)
+            block.update(value)
+        else:
+            allowed = "a mapping or null" if key in SWITCHES else "a mapping"
+            raise ObjectiveConfigError(f"{path}={value!r} is not a block: must be {allowed} of {', '.join(field)}")
+        resolved[key] = {k: check(f"{path}.{k}", block[k]) for k, (_, check) in field.items()}
+    return resolved
+
+
+def _refuse_unknown(path: str, given: Mapping[str, Any], allowed: Mapping[str, Any] | list[str]) -> None:
+    for key, value in given.items():
+        if key not in allowed:
+            raise ObjectiveConfigError(
+                f"{path}.{key}={value!r} is not a known key: allowed keys are {', '.join(allowed)}"
+            )

@@ -1,0 +1,412 @@
+"""Token-level statistics of teacher-forced sequences: log-probabilities and drift.
+
+For every counted position t (label != -100) of every row, with
+q_t = softmax(policy_logits_t), p_t = softmax(ref_logits_t) and
+Δ_t(v) = log p_t(v) − log q_t(v), this module computes in one pass
+
+    log q_t(y_t),  log p_t(y_t),  KL(p_t ‖ q_t)  and a risk measure ρ[Δ_t(V)], V ~ p_t,
+
+and sums them per row (OBJECTIVES.md §2).
+
+Memory is the point of the design. The work runs on the counted positions
+only, `chunk_size` of them at a time, inside one autograd Function whose
+backward recomputes a chunk's softmaxes instead of saving them, so the extra
+memory is O(chunk_size · V) rather than O(N · T · V). That is cheap because
+every measure's gradient with respect to the policy logits z has the form
+
+    dρ/dz = q · Σ_v u_v − u
+
+for a vector u: u = p for the mean (KL), u = p · (tail weight) / a for CVaR and
+u = softmax(log p + μΔ) for ERM. The backward is written in differentiable
+torch ops, so double backprop (the WDPO penalty) runs through it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+MEASURES = ("mean", "cvar", "erm")
+WEIGHTINGS = ("probability", "uniform")
+# Floats per [chunk, V] tensor when chunk_size is None: cache-sized on a CPU,
+# large enough on a GPU that kernel launches do not dominate.
+_AUTO_CHUNK_FLOATS = {"cpu": 1 << 20, "accelerator": 1 << 24}
+
+# Bits per pass of the radix select that finds the exact CVaR threshold: 11
+# gives 3 passes for float32 with histograms far smaller than a vocabulary.
+_RADIX_BITS = 11
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    """A nested risk measure of Δ_t(V), V ~ p_t (OBJECTIVES.md §2).
+
+    `weighting="probability"` keeps the upper tail of reference mass
+    `tail_mass` exactly, splitting the boundary entry; `weighting="uniform"`
+    keeps the entries above the (1 − tail_mass) quantile of the |V| values of Δ
+    counted uniformly (the released Ra-DPO code). `normalize` divides the kept
+    Σ p·Δ by `tail_mass`. Only `cvar` reads those three; only `erm` reads `mu`.
+    """
+
+    measure: str
+    tail_mass: float = 0.95
+    mu: float = 1.0
+    weighting: str = "probability"
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(f"measure={self.measure!r} is not one of: {', '.join(MEASURES)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting={self.weighting!r} is not one of: {', '.join(WEIGHTINGS)}")
+        if not 0.0 < self.tail_mass <= 1.0:
+            raise ValueError(f"tail_mass={self.tail_mass!r} is out of range: must be in (0, 1]")
+        if not self.mu > 0.0:
+            raise ValueError(f"mu={self.mu!r} is out of range: must be > 0")
+
+
+class SequenceStatistics(NamedTuple):
+    """Per-row sums over the counted positions; every field is [N].
+
+    `ref_logps` and `kl` are None without reference logits and carry no
+    gradient; `drift` is None without a drift measure.
+    """
+
+    policy_logps: Tensor
+    ref_logps: Tensor | None
+    kl: Tensor | None
+    drift: Tensor | None
+    lengths: Tensor
+
+
+def sequence_statistics(
+    policy_logits: Tensor,
+    ref_logits: Tensor | None,
+    labels: Tensor,
+    drift: DriftSpec | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> SequenceStatistics:
+    """Log-probabilities, sequential KL and drift of N sequences in one pass.
+
+    policy_logits, ref_logits: [N, T, V], aligned with labels [N, T] (the
+    caller has shifted them); -100 marks positions that do not count.
+    ref_logits are treated as constants. chunk_size: counted positions
+    processed at once (all rows together); None picks about 2**20 floats per
+    [chunk, V] tensor on a CPU and 2**24 on an accelerator.
+    """
+    if policy_logits.dim() != 3 or labels.shape != policy_logits.shape[:2]:
+        raise ValueError(
+            f"expected logits [N, T, V] and labels [N, T], got {tuple(policy_logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    if ref_logits is not None and ref_logits.shape != policy_logits.shape:
+        raise ValueError(
+            f"ref_logits {tuple(ref_logits.shape)} must have the shape of policy_logits "
+            f"{tuple(policy_logits.shape)}"
+        )
+    if drift is not None and ref_logits is None:
+        raise ValueError("a drift measure needs ref_logits")
+    n, t, v = policy_logits.shape
+    if chunk_size is None:
+        budget = _AUTO_CHUNK_FLOATS["cpu" if policy_logits.device.type == "cpu" else "accelerator"]
+        chunk_size = max(1, budget // v)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} is out of range: must be >= 1")
+    counted = labels.reshape(-1) != IGNORE_INDEX
+    positions = counted.nonzero().squeeze(1)
+    targets = labels.reshape(-1).index_select(0, positions)
+    policy_tok, ref_tok, kl_tok, drift_tok = _TokenStatistics.apply(
+        policy_logits.reshape(n * t, v),
+        None if ref_logits is None else ref_logits.detach().reshape(n * t, v),
+        positions,
+        targets,
+        drift,
+        chunk_size,
+    )
+    rows = torch.div(positions, t, rounding_mode="floor")
+
+    def per_row(values: Tensor) -> Tensor:
+        return values.new_zeros(n).index_add(0, rows, values)
+
+    return SequenceStatistics(
+        policy_logps=per_row(policy_tok),
+        ref_logps=None if ref_logits is None else per_row(ref_tok),
+        kl=None if ref_logits is None else per_row(kl_tok),
+        drift=None if drift is None else per_row(drift_tok),
+        lengths=counted.reshape(n, t).sum(1),
+    )
+
+
+def sequence_logps(logits: Tensor, labels: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """log π(y|x) = Σ_t mask_t · log_softmax(logits_t)[y_t]: logits [N, T, V] → [N]."""
+    return sequence_statistics(logits, None, labels, chunk_size=chunk_size).policy_logps
+
+
+def token_drift(
+    ref_logits: Tensor,
+    policy_logits: Tensor,
+    labels: Tensor,
+    measure: str,
+    *,
+    tail_mass: float = 0.95,
+    mu: float = 1.0,
+    weighting: str = "probability",
+    normalize: bool = True,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """D_ρ(y) = Σ_t mask_t · ρ_{V~p_t}[Δ_t(V)] for logits [N, T, V] → [N].
+
+    Differentiable with respect to policy_logits only.
+    """
+    spec = DriftSpec(measure, tail_mass=tail_mass, mu=mu, weighting=weighting, normalize=normalize)
+    stats = sequence_statistics(policy_logits, ref_logits, labels, spec, chunk_size=chunk_size)
+    assert stats.drift is not None
+    return stats.drift
+
+
+class _TokenStatistics(torch.autograd.Function):
+    """Per counted position: log q(y), log p(y), KL(p‖q) and ρ[Δ], each [P].
+
+    Only the policy log-probability and the drift are differentiable, with
+    respect to the policy logits. Saved for backward: the logits themselves (no
+    copy) and, for CVaR, the tail's threshold, boundary entry and boundary mass
+    per position.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        policy: Tensor,
+        ref: Tensor | None,
+        positions: Tensor,
+        targets: Tensor,
+        drift: DriftSpec | None,
+        chunk_size: int,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        dtype = torch.promote_types(policy.dtype, torch.float32)
+        policy_tok, ref_tok, kl_tok, drift_tok, thresholds, fractions = (
+            policy.new_zeros(positions.numel(), dtype=dtype) for _ in range(6)
+        )
+        for start in range(0, positions.numel(), chunk_size):
+            rows = slice(start, start + chunk_size)
+            index, target = positions[rows], targets[rows, None]
+            z = policy.index_select(0, index).to(dtype)
+            log_q = torch.log_softmax(z, dim=-1)
+            policy_tok[rows] = log_q.gather(1, target).squeeze(1)
+            if ref is None:
+                continue
+            r = ref.index_select(0, index).to(dtype)
+            log_p = torch.log_softmax(r, dim=-1)
+            p = log_p.exp()
+            delta = _finite(log_p - log_q)
+            ref_tok[rows] = log_p.gather(1, target).squeeze(1)
+            kl_tok[rows] = torch.linalg.vecdot(p, delta)
+            if drift is None or drift.measure == "mean":
+                continue
+            if drift.measure == "erm":
+                drift_tok[rows] = torch.logsumexp(torch.add(log_p, delta, alpha=drift.mu), dim=-1) / drift.mu
+                continue
+            shifted = _finite(r - z)
+            threshold, fraction = _cvar_threshold(shifted, p, drift)
+            drift_tok[rows] = torch.linalg.vecdot(_tail_weights(shifted, p, threshold, fraction, drift), delta)
+            thresholds[rows], fractions[rows] = threshold, fraction
+        if drift is not None and drift.measure == "mean":
+            drift_tok = kl_tok.clone()
+        ctx.save_for_backward(policy, ref, positions, targets, thresholds, fractions)
+        ctx.drift, ctx.chunk_size = drift, chunk_size
+        ctx.mark_non_differentiable(ref_tok, kl_tok)
+        if drift is None:
+            ctx.mark_non_differentiable(drift_tok)
+        ctx.set_materialize_grads(False)
+        return policy_tok, ref_tok, kl_tok, drift_tok
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        grad_policy_tok: Tensor | None,
+        _grad_ref_tok: Tensor | None,
+        _grad_kl_tok: Tensor | None,
+        grad_drift_tok: Tensor | None,
+    ) -> tuple[Tensor | None, None, None, None, None, None]:
+        policy, ref, positions, targets, thresholds, fractions = ctx.saved_tensors
+        drift: DriftSpec | None = ctx.drift
+        if drift is None:
+            grad_drift_tok = None
+        if grad_policy_tok is None and grad_drift_tok is None:
+            return None, None, None, None, None, None
+        dtype = torch.promote_types(policy.dtype, torch.float32)
+        grad = torch.zeros_like(policy)
+        for start in range(0, positions.numel(), ctx.chunk_size):
+            rows = slice(start, start + ctx.chunk_size)
+            index = positions[rows]
+            z = policy.index_select(0, index).to(dtype)
+            q = torch.softmax(z, dim=-1)
+            # d log q(y)/dz = onehot(y) − q and dρ/dz = q·Σu − u (module docstring):
+            # the chunk's gradient is q·(g_ρ·Σu − g_y) − g_ρ·u + g_y·onehot(y).
+            coefficient = torch.zeros_like(q[:, :1])
+            if grad_policy_tok is not None:
+                coefficient = coefficient - grad_policy_tok[rows, None]
+            u = None
+            if grad_drift_tok is not None:
+                r = ref.index_select(0, index).to(dtype)
+                u = _drift_direction(z, r, thresholds[rows], fractions[rows], drift)
+                coefficient = coefficient + grad_drift_tok[rows, None] * u.sum(-1, keepdim=True)
+            chunk = q * coefficient
+            if u is not None:
+                chunk.addcmul_(grad_drift_tok[rows, None], u, value=-1.0)
+            if grad_policy_tok is not None:
+                chunk.scatter_add_(1, targets[rows, None], grad_policy_tok[rows, None])
+            grad.index_copy_(0, index, chunk.to(grad.dtype))
+        return grad, None, None, None, None, None
+
+
+def _drift_direction(z: Tensor, r: Tensor, threshold: Tensor, fraction: Tensor, drift: DriftSpec | None) -> Tensor:
+    """The vector u [C, V] of a measure, from the chunk's policy and reference logits."""
+    assert drift is not None
+    if drift.measure == "mean":
+        return torch.softmax(r, dim=-1)
+    if drift.measure == "erm":
+        # softmax(log p + μΔ) = softmax(r + μ(r − z)): the log-normalisers cancel.
+        return torch.softmax(torch.add(r, _finite(r - z), alpha=drift.mu), dim=-1)
+    # The tail weights are piecewise constant in z: no gradient flows through them.
+    return _tail_weights(_finite(r - z.detach()), torch.softmax(r, dim=-1), threshold, fraction, drift)
+
+
+def _finite(values: Tensor) -> Tensor:
+    """In place: nan → 0, ±inf → the largest finite floats, −0.0 → +0.0.
+
+    Vocabulary entries with −inf logits make Δ infinite or nan; their
+    reference mass is 0, and 0 · (finite) keeps every sum finite. Adding zero
+    keeps the integer keys of the CVaR threshold search in step with float ==.
+    """
+    info = torch.finfo(values.dtype)
+    return values.nan_to_num_(0.0, posinf=info.max, neginf=info.min).add_(0.0)
+
+
+def _tail_weights(shifted: Tensor, p: Tensor, threshold: Tensor, fraction: Tensor, drift: DriftSpec) -> Tensor:
+    """CVaR's u = p·w/a [C, V], computed in place in `shifted` (r − z, as from _finite).
+
+    w = 1 above the threshold, `fraction` at it and 0 below; the fraction is
+    spread evenly over ties (at step 0, where every Δ is 0, the gradient is
+    then 0). shifted orders the entries as Δ does (they differ by a per-row
+    constant) and is recomputed bit for bit in the backward. The step is
+    saturating arithmetic: the gap to the threshold times the largest float,
+    twice, is ±inf for any nonzero gap (even one ulp) and 0 at the threshold,
+    so adding the fraction and clamping to [0, 1] gives w in a few in-place
+    passes (masked_fill and where are several times slower on a CPU).
+    """
+    largest = torch.finfo(shifted.dtype).max
+    weight = shifted.sub_(threshold[:, None]).mul_(largest).mul_(largest)
+    weight = weight.add_(fraction[:, None]).clamp_(0.0, 1.0).mul_(p)
+    return weight.div_(drift.tail_mass) if drift.normalize else weight
+
+
+def _cvar_threshold(shifted: Tensor, p: Tensor, drift: DriftSpec) -> tuple[Tensor, Tensor]:
+    """The threshold [C] of the CVaR tail on shifted = r − z, and the fraction [C] of the mass at it kept."""
+    if drift.weighting == "uniform":
+        threshold = _uniform_quantile(shifted, 1.0 - drift.tail_mass)
+        return threshold, torch.zeros_like(threshold)
+    return _upper_quantile(shifted, p, drift.tail_mass)
+
+
+def _uniform_quantile(values: Tensor, level: float) -> Tensor:
+    """torch.quantile(values, level, dim=-1) with linear interpolation, [C, V] → [C].
+
+    Two kthvalue selections rather than torch.quantile, which sorts and refuses
+    inputs of more than 2**24 elements.
+    """
+    position = level * (values.shape[-1] - 1)
+    low = math.floor(position)
+    lower = values.kthvalue(low + 1, dim=-1).values
+    if position == low:
+        return lower
+    upper = values.kthvalue(low + 2, dim=-1).values
+    return lower + (upper - lower) * (position - low)
+
+
+def _upper_quantile(values: Tensor, weights: Tensor, mass: float) -> tuple[Tensor, Tensor]:
+    """Exact probability-weighted upper quantile of each row of values [C, V].
+
+    Sorting a row by value descending and accumulating the weights, the
+    boundary entry is the first at which the total reaches `mass`. Returns its
+    value [C] (the threshold) and the fraction [C] of the weight of the entries
+    at that value that brings the kept total to exactly `mass`.
+
+    Found without a sort (sorting a 32k vocabulary costs as much as dozens of
+    elementwise passes on a CPU): a radix select over order-preserving integer
+    keys, `_RADIX_BITS` bits per pass from the top. Each pass histograms the
+    weights of the candidate entries by their next digit and keeps the bin
+    where the mass from the top reaches what is still needed. Only the first
+    pass reads the whole chunk: the entries left in its boundary bin are
+    gathered, and the later passes read only them (a few percent of a
+    vocabulary; all of it only when every Δ is nearly equal, as at step 0).
+    """
+    keys = _ordered_keys(values)
+    (n, v), key_bits = values.shape, keys.element_size() * 8
+    remaining = torch.full_like(values[:, 0], mass)
+
+    shift = key_bits - _RADIX_BITS
+    half = 1 << (_RADIX_BITS - 1)
+    # int64 digits: scatter_add_ wants them, and it beats index_add_ on a CPU.
+    digits = torch.bitwise_right_shift(keys, shift, out=torch.empty_like(keys, dtype=torch.int64))
+    digits += half  # the top digit carries the sign: now in [0, 2**_RADIX_BITS)
+    histogram = weights.new_zeros(n, 1 << _RADIX_BITS).scatter_add_(1, digits, weights)
+    digit, remaining, at_mass = _boundary_bin(histogram, remaining)
+    chosen = digit - half  # the signed value of the key bits decided so far
+    # The candidates, as flat indices into the chunk, with their keys and weights.
+    where = (digits == digit[:, None]).view(-1).nonzero().squeeze(1)
+    keys, weights = keys.view(-1).index_select(0, where), weights.reshape(-1).index_select(0, where)
+
+    while shift > 0:
+        width = min(_RADIX_BITS, shift)
+        shift -= width
+        rows = torch.div(where, v, rounding_mode="floor")
+        digits = (keys >> shift) & ((1 << width) - 1)
+        histogram = weights.new_zeros(n << width).index_add_(0, (rows << width) + digits, weights)
+        digit, remaining, at_mass = _boundary_bin(histogram.view(n, -1), remaining)
+        chosen = (chosen << width) + digit
+        if shift > 0:
+            keep = (digits == digit.to(digits.dtype).index_select(0, rows)).nonzero().squeeze(1)
+            where, keys, weights = where.index_select(0, keep), keys.index_select(0, keep), weights.index_select(0, keep)
+
+    integer = {torch.float32: torch.int32, torch.float64: torch.int64}[values.dtype]
+    threshold = _ordered_keys_inverse(chosen.to(integer)).view(values.dtype)
+    # at_mass is the weight of the entries at the threshold, remaining what is still needed from it.
+    fraction = (remaining / at_mass).nan_to_num(0.0, 0.0, 0.0).clamp(0.0, 1.0)
+    return threshold, fraction
+
+
+def _boundary_bin(histogram: Tensor, remaining: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For a weight histogram [C, K] over ascending bins, the bin where the mass from the top reaches `remaining`.
+
+    Returns that bin [C], the mass still needed from it [C] and its mass [C].
+    """
+    bins = histogram.shape[1]
+    from_top = histogram.flip(-1).cumsum(-1)
+    # Rounding can leave the total a hair under the target: never look past the mass present.
+    remaining = torch.minimum(remaining, from_top[:, -1])
+    crossing = (from_top < remaining[:, None]).sum(-1).clamp(max=bins - 1)
+    before = from_top.gather(1, (crossing - 1).clamp(min=0)[:, None]).squeeze(1)
+    before = torch.where(crossing > 0, before, torch.zeros_like(before))
+    digit = bins - 1 - crossing
+    return digit, remaining - before, histogram.gather(1, digit[:, None]).squeeze(1)
+
+
+def _ordered_keys(values: Tensor) -> Tensor:
+    """Signed integers ordered as the floats are (no nan, no −0.0): negative floats get their magnitude bits flipped."""
+    integer = {torch.float32: torch.int32, torch.float64: torch.int64}[values.dtype]
+    return _ordered_keys_inverse(values.view(integer))
+
+
+def _ordered_keys_inverse(bits: Tensor) -> Tensor:
+    """The bit flip of `_ordered_keys`, on integers; it is its own inverse (the sign bit is kept)."""
+    keys = bits >> (bits.element_size() * 8 - 1)
+    keys &= torch.iinfo(bits.dtype).max
+    keys ^= bits
+    return keys
