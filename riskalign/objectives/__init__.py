@@ -22,7 +22,7 @@ From the command line:
 
     objective=radpo objective.reducer.name=kl_dro           # Ra-DPO drift, KL-DRO over pairs
     objective=radpo objective.drift.measure=erm objective.drift.mu=5   # nested ERM
-    objective=dpo objective.penalty.name=wasserstein objective.penalty.rho0=0.005  # DPO + WDPO penalty
+    objective=dpo objective.penalty.name=wasserstein objective.penalty.rho0=0.005  # + WDPO
     objective=dpo objective.drift.measure=cvar              # DPO + Ra-DPO's CVaR drift term
 
 A block's parameters are read only where they apply (tau only by kl_dro,

@@ -27,7 +27,7 @@ ROOT = "objective"
 
 
 class ObjectiveConfigError(ValueError):
-    """A refused objective parameter; the message is one line naming the key path, the value and the allowed range."""
+    """A refused objective parameter: one line naming key path, value and allowed range."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,22 @@ class Real:
     def __call__(self, path: str, value: Any) -> float | None:
         if value is None and self.nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ObjectiveConfigError(f"{path}={value!r} is not a finite number: must be {self.describe()}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ObjectiveConfigError(
+                f"{path}={value!r} is not a finite number: must be {self.describe()}"
+            )
         below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        above = self.high is not None and (
+            value >= self.high if self.high_open else value > self.high
+        )
         if below or above:
-            raise ObjectiveConfigError(f"{path}={value!r} is out of range: must be {self.describe()}")
+            raise ObjectiveConfigError(
+                f"{path}={value!r} is out of range: must be {self.describe()}"
+            )
         return float(value)
 
     def describe(self) -> str:
@@ -76,13 +86,19 @@ class Integer:
         if value is None and self.nullable:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ObjectiveConfigError(f"{path}={value!r} is not an integer: must be {self.describe()}")
+            raise ObjectiveConfigError(
+                f"{path}={value!r} is not an integer: must be {self.describe()}"
+            )
         if (self.options and value not in self.options) or value < self.minimum:
-            raise ObjectiveConfigError(f"{path}={value!r} is out of range: must be {self.describe()}")
+            raise ObjectiveConfigError(
+                f"{path}={value!r} is out of range: must be {self.describe()}"
+            )
         return value
 
     def describe(self) -> str:
-        text = "one of " + ", ".join(map(str, self.options)) if self.options else f">= {self.minimum}"
+        text = (
+            "one of " + ", ".join(map(str, self.options)) if self.options else f">= {self.minimum}"
+        )
         return f"{text} or null" if self.nullable else text
 
 
@@ -163,7 +179,9 @@ def defaults(schema: Schema) -> dict[str, Any]:
     }
 
 
-def resolve(schema: Schema, base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def resolve(
+    schema: Schema, base: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """Overrides merged onto base key by key (blocks merge per key), then every value checked.
 
     base must be complete (as from `defaults`). Raises ObjectiveConfigError.
@@ -184,12 +202,16 @@ def resolve(schema: Schema, base: Mapping[str, Any], overrides: Mapping[str, Any
             block.update(value)
         else:
             allowed = "a mapping or null" if key in SWITCHES else "a mapping"
-            raise ObjectiveConfigError(f"{path}={value!r} is not a block: must be {allowed} of {', '.join(field)}")
+            raise ObjectiveConfigError(
+                f"{path}={value!r} is not a block: must be {allowed} of {', '.join(field)}"
+            )
         resolved[key] = {k: check(f"{path}.{k}", block[k]) for k, (_, check) in field.items()}
     return resolved
 
 
-def _refuse_unknown(path: str, given: Mapping[str, Any], allowed: Mapping[str, Any] | list[str]) -> None:
+def _refuse_unknown(
+    path: str, given: Mapping[str, Any], allowed: Mapping[str, Any] | list[str]
+) -> None:
     for key, value in given.items():
         if key not in allowed:
             raise ObjectiveConfigError(

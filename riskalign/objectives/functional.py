@@ -29,7 +29,6 @@ __all__ = [
     "REDUCERS",
     "DriftSpec",
     "SequenceStatistics",
-    "ceil_fraction",
     "gather_losses",
     "kl_dro_weights",
     "link_loss",
@@ -45,7 +44,9 @@ LINKS = ("sigmoid", "cdpo", "robust", "ipo", "hinge", "simpo")
 REDUCERS = ("mean", "kl_dro", "dr_dpo", "cvar")
 
 
-def link_loss(margin: Tensor, link: str, *, beta: float, epsilon: float = 0.1, gamma: float = 0.5) -> Tensor:
+def link_loss(
+    margin: Tensor, link: str, *, beta: float, epsilon: float = 0.1, gamma: float = 0.5
+) -> Tensor:
     """Per-pair losses ℓ [B] from margins [B] (OBJECTIVES.md §1).
 
     margin is h = [log π_θ(y_w) − log π_ref(y_w)] − [log π_θ(y_l) − log π_ref(y_l)]
@@ -53,12 +54,14 @@ def link_loss(margin: Tensor, link: str, *, beta: float, epsilon: float = 0.1, g
     the reference-free log π_θ(y_w)/|y_w| − log π_θ(y_l)/|y_l|.
     """
     scaled = beta * margin
-    if link == "sigmoid":
-        return -F.logsigmoid(scaled)
-    if link == "cdpo":
-        return -(1 - epsilon) * F.logsigmoid(scaled) - epsilon * F.logsigmoid(-scaled)
-    if link == "robust":
-        return (-(1 - epsilon) * F.logsigmoid(scaled) + epsilon * F.logsigmoid(-scaled)) / (1 - 2 * epsilon)
+    if link in ("sigmoid", "cdpo", "robust"):
+        # DPO's loss if the label is right, and if it is flipped (rate ε)
+        right, flipped = -F.logsigmoid(scaled), -F.logsigmoid(-scaled)
+        if link == "sigmoid":
+            return right
+        if link == "cdpo":  # label smoothing
+            return (1 - epsilon) * right + epsilon * flipped
+        return ((1 - epsilon) * right - epsilon * flipped) / (1 - 2 * epsilon)  # unbiased
     if link == "ipo":
         return (margin - 1 / (2 * beta)) ** 2
     if link == "hinge":
@@ -112,9 +115,11 @@ def reduce_losses(
         weights = kl_dro_weights(losses, tau=tau, normalize=normalize, weight_cap=weight_cap)
         return (weights * losses).sum() if normalize else (weights * losses).mean()
     if reducer == "dr_dpo":
-        return -beta_prime * (torch.logsumexp(-losses / beta_prime, dim=0) - math.log(losses.numel()))
+        return -beta_prime * (
+            torch.logsumexp(-losses / beta_prime, dim=0) - math.log(losses.numel())
+        )
     if reducer == "cvar":
-        return losses.topk(ceil_fraction(tail_mass, losses.numel())).values.mean()
+        return losses.topk(_ceil_fraction(tail_mass, losses.numel())).values.mean()
     raise ValueError(f"reducer={reducer!r} is not one of: {', '.join(REDUCERS)}")
 
 
@@ -187,17 +192,17 @@ def soft_risk_keep(
         )
     if not 0.0 < alpha <= 1.0 or not 0.0 < rho <= 1.0:
         raise ValueError(f"alpha={alpha}, rho={rho}: both must be in (0, 1]")
-    target = ceil_fraction(rho, total_iterations)
+    target = _ceil_fraction(rho, total_iterations)
     if iteration <= warmup:
         return batch_size
     if iteration >= target:
-        return ceil_fraction(alpha, batch_size)
+        return _ceil_fraction(alpha, batch_size)
     slope = (1.0 - alpha) / (target - warmup)
-    return ceil_fraction(max(alpha, 1.0 - slope * (iteration - warmup)), batch_size)
+    return _ceil_fraction(max(alpha, 1.0 - slope * (iteration - warmup)), batch_size)
 
 
-def ceil_fraction(fraction: float, count: int) -> int:
-    """⌈fraction · count⌉, clamped to [1, count], immune to float noise such as 0.3 · 10 = 3.0000000000000004."""
+def _ceil_fraction(fraction: float, count: int) -> int:
+    """⌈fraction · count⌉ in [1, count], immune to float noise (0.3 · 10 = 3.0000000000000004)."""
     return min(count, max(1, math.ceil(round(fraction * count, 9))))
 
 

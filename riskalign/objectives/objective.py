@@ -91,12 +91,16 @@ class PreferenceObjective(Objective):
         if self.requires_reference and ref_logits is None:
             raise ValueError(f"objective {self.name!r} needs ref_logits")
         if self.requires_input_embeddings and inputs_embeds is None:
-            raise ValueError(f"objective {self.name!r} has a penalty and needs inputs_embeds [2B, T, D]")
+            raise ValueError(
+                f"objective {self.name!r} has a penalty and needs inputs_embeds [2B, T, D]"
+            )
         if policy_logits.dim() != 3 or policy_logits.shape[0] % 2:
             raise ValueError(f"expected policy_logits [2B, T, V], got {tuple(policy_logits.shape)}")
         config, link, drift = self.config, self.config["link"], self.config["drift"]
         beta, b = config["beta"], policy_logits.shape[0] // 2
-        stats = sequence_statistics(policy_logits, ref_logits, labels, self._drift, chunk_size=config["chunk_size"])
+        stats = sequence_statistics(
+            policy_logits, ref_logits, labels, self._drift, chunk_size=config["chunk_size"]
+        )
 
         policy, ref = stats.policy_logps, stats.ref_logps
         if link["name"] == "simpo" or link["length_normalize"]:
@@ -113,7 +117,9 @@ class PreferenceObjective(Objective):
                 # variant 2: no gradient through the chosen sequence's drift
                 margin = margin - drift["alpha"] * (rejected - chosen.detach())
 
-        losses = link_loss(margin, link["name"], beta=beta, epsilon=link["epsilon"], gamma=link["gamma"])
+        losses = link_loss(
+            margin, link["name"], beta=beta, epsilon=link["epsilon"], gamma=link["gamma"]
+        )
         reducer = dict(self.config["reducer"])
         loss = reduce_losses(losses, reducer.pop("name"), **reducer)
         metrics = _reward_metrics(beta * log_ratio.detach(), stats.policy_logps.detach(), b)
@@ -127,7 +133,9 @@ class PreferenceObjective(Objective):
         penalty = self.config["penalty"]
         if penalty["name"] == "wasserstein":
             assert inputs_embeds is not None
-            term = wasserstein_penalty(losses, inputs_embeds, rho0=penalty["rho0"], form=penalty["form"])
+            term = wasserstein_penalty(
+                losses, inputs_embeds, rho0=penalty["rho0"], form=penalty["form"]
+            )
             loss = loss + term
             metrics["penalty/wasserstein"] = term.detach()
         metrics["loss"] = loss.detach()
@@ -150,10 +158,14 @@ class SFTObjective(Objective):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.config["rows"] == "chosen":
             if policy_logits.dim() != 3 or policy_logits.shape[0] % 2:
-                raise ValueError(f"expected policy_logits [2B, T, V], got {tuple(policy_logits.shape)}")
+                raise ValueError(
+                    f"expected policy_logits [2B, T, V], got {tuple(policy_logits.shape)}"
+                )
             b = policy_logits.shape[0] // 2
             policy_logits, labels = policy_logits[:b], labels[:b]
-        stats = sequence_statistics(policy_logits, None, labels, chunk_size=self.config["chunk_size"])
+        stats = sequence_statistics(
+            policy_logits, None, labels, chunk_size=self.config["chunk_size"]
+        )
         loss = -stats.policy_logps.sum() / stats.lengths.sum().clamp(min=1)
         return loss, {"loss": loss.detach(), "logps/chosen": stats.policy_logps.detach().mean()}
 
@@ -179,4 +191,7 @@ def _dro_metrics(losses: Tensor, reducer: dict[str, Any]) -> dict[str, Tensor]:
         losses, tau=reducer["tau"], normalize=reducer["normalize"], weight_cap=reducer["weight_cap"]
     )
     with torch.no_grad():
-        return {"dro/ess": weights.sum() ** 2 / weights.pow(2).sum(), "dro/max_weight": weights.max()}
+        return {
+            "dro/ess": weights.sum() ** 2 / weights.pow(2).sum(),
+            "dro/max_weight": weights.max(),
+        }

@@ -46,6 +46,8 @@ def build(name: str, **params: Any) -> Objective:
     """
     Choice(tuple(names()))(f"{ROOT}.name", name)
     if name == "sft":
-        return SFTObjective(name, {"name": name, **resolve(SFT_SCHEMA, defaults(SFT_SCHEMA), params)})
+        return SFTObjective(
+            name, {"name": name, **resolve(SFT_SCHEMA, defaults(SFT_SCHEMA), params)}
+        )
     base = resolve(PAIR_SCHEMA, defaults(PAIR_SCHEMA), PREFERENCE[name])
     return PreferenceObjective(name, {"name": name, **resolve(PAIR_SCHEMA, base, params)})

@@ -175,8 +175,8 @@ class _TokenStatistics(torch.autograd.Function):
 
     Only the policy log-probability and the drift are differentiable, with
     respect to the policy logits. Saved for backward: the logits themselves (no
-    copy) and, for CVaR, the tail's threshold, boundary entry and boundary mass
-    per position.
+    copy) and, for CVaR, the tail's threshold and the fraction kept at it per
+    position.
     """
 
     @staticmethod
@@ -192,6 +192,11 @@ class _TokenStatistics(torch.autograd.Function):
         dtype = torch.promote_types(policy.dtype, torch.float32)
         policy_tok, ref_tok, kl_tok, drift_tok, thresholds, fractions = (
             policy.new_zeros(positions.numel(), dtype=dtype) for _ in range(6)
+        )
+        # The CVaR threshold search's int64 buffer, reused across chunks.
+        cvar = drift is not None and drift.measure == "cvar"
+        digits = policy.new_empty(
+            (min(chunk_size, positions.numel()) if cvar else 0, policy.shape[1]), dtype=torch.int64
         )
         for start in range(0, positions.numel(), chunk_size):
             rows = slice(start, start + chunk_size)
@@ -210,19 +215,24 @@ class _TokenStatistics(torch.autograd.Function):
             if drift is None or drift.measure == "mean":
                 continue
             if drift.measure == "erm":
-                drift_tok[rows] = torch.logsumexp(torch.add(log_p, delta, alpha=drift.mu), dim=-1) / drift.mu
+                drift_tok[rows] = (
+                    torch.logsumexp(torch.add(log_p, delta, alpha=drift.mu), dim=-1) / drift.mu
+                )
                 continue
-            shifted = _finite(r - z)
-            threshold, fraction = _cvar_threshold(shifted, p, drift)
-            drift_tok[rows] = torch.linalg.vecdot(_tail_weights(shifted, p, threshold, fraction, drift), delta)
+            # + 0.0 turns −0.0 into +0.0, keeping the integer keys of the threshold
+            # search in step with float comparison
+            shifted = _finite(r - z).add_(0.0)
+            threshold, fraction = _cvar_threshold(shifted, p, drift, digits)
+            drift_tok[rows] = torch.linalg.vecdot(
+                _tail_weights(shifted, p, threshold, fraction, drift), delta
+            )
             thresholds[rows], fractions[rows] = threshold, fraction
         if drift is not None and drift.measure == "mean":
             drift_tok = kl_tok.clone()
         ctx.save_for_backward(policy, ref, positions, targets, thresholds, fractions)
         ctx.drift, ctx.chunk_size = drift, chunk_size
-        ctx.mark_non_differentiable(ref_tok, kl_tok)
-        if drift is None:
-            ctx.mark_non_differentiable(drift_tok)
+        # One call: a second one would replace the first's set.
+        ctx.mark_non_differentiable(ref_tok, kl_tok, *([drift_tok] if drift is None else []))
         ctx.set_materialize_grads(False)
         return policy_tok, ref_tok, kl_tok, drift_tok
 
@@ -241,11 +251,16 @@ class _TokenStatistics(torch.autograd.Function):
         if grad_policy_tok is None and grad_drift_tok is None:
             return None, None, None, None, None, None
         dtype = torch.promote_types(policy.dtype, torch.float32)
-        grad = torch.zeros_like(policy)
-        for start in range(0, positions.numel(), ctx.chunk_size):
+        # Under create_graph (WDPO) this backward is itself recorded: there, reading or
+        # writing the full [N·T, V] tensor once per chunk would copy it once per chunk in
+        # the double backward, so the counted rows are selected once and split instead.
+        recorded = torch.is_grad_enabled()
+        selected = policy.index_select(0, positions).split(ctx.chunk_size) if recorded else ()
+        grad, pieces = torch.zeros_like(policy), []
+        for number, start in enumerate(range(0, positions.numel(), ctx.chunk_size)):
             rows = slice(start, start + ctx.chunk_size)
             index = positions[rows]
-            z = policy.index_select(0, index).to(dtype)
+            z = (selected[number] if recorded else policy.index_select(0, index)).to(dtype)
             q = torch.softmax(z, dim=-1)
             # d log q(y)/dz = onehot(y) − q and dρ/dz = q·Σu − u (module docstring):
             # the chunk's gradient is q·(g_ρ·Σu − g_y) − g_ρ·u + g_y·onehot(y).
@@ -262,11 +277,18 @@ class _TokenStatistics(torch.autograd.Function):
                 chunk.addcmul_(grad_drift_tok[rows, None], u, value=-1.0)
             if grad_policy_tok is not None:
                 chunk.scatter_add_(1, targets[rows, None], grad_policy_tok[rows, None])
-            grad.index_copy_(0, index, chunk.to(grad.dtype))
+            if recorded:
+                pieces.append(chunk)
+            else:
+                grad.index_copy_(0, index, chunk.to(grad.dtype))
+        if recorded:
+            grad.index_copy_(0, positions, torch.cat(pieces).to(grad.dtype))
         return grad, None, None, None, None, None
 
 
-def _drift_direction(z: Tensor, r: Tensor, threshold: Tensor, fraction: Tensor, drift: DriftSpec | None) -> Tensor:
+def _drift_direction(
+    z: Tensor, r: Tensor, threshold: Tensor, fraction: Tensor, drift: DriftSpec | None
+) -> Tensor:
     """The vector u [C, V] of a measure, from the chunk's policy and reference logits."""
     assert drift is not None
     if drift.measure == "mean":
@@ -275,21 +297,24 @@ def _drift_direction(z: Tensor, r: Tensor, threshold: Tensor, fraction: Tensor, 
         # softmax(log p + μΔ) = softmax(r + μ(r − z)): the log-normalisers cancel.
         return torch.softmax(torch.add(r, _finite(r - z), alpha=drift.mu), dim=-1)
     # The tail weights are piecewise constant in z: no gradient flows through them.
-    return _tail_weights(_finite(r - z.detach()), torch.softmax(r, dim=-1), threshold, fraction, drift)
+    return _tail_weights(
+        _finite(r - z.detach()), torch.softmax(r, dim=-1), threshold, fraction, drift
+    )
 
 
 def _finite(values: Tensor) -> Tensor:
-    """In place: nan → 0, ±inf → the largest finite floats, −0.0 → +0.0.
+    """In place: nan → 0 and ±inf → the largest finite floats.
 
     Vocabulary entries with −inf logits make Δ infinite or nan; their
-    reference mass is 0, and 0 · (finite) keeps every sum finite. Adding zero
-    keeps the integer keys of the CVaR threshold search in step with float ==.
+    reference mass is 0, and 0 · (finite) keeps every sum finite.
     """
     info = torch.finfo(values.dtype)
-    return values.nan_to_num_(0.0, posinf=info.max, neginf=info.min).add_(0.0)
+    return values.nan_to_num_(0.0, posinf=info.max, neginf=info.min)
 
 
-def _tail_weights(shifted: Tensor, p: Tensor, threshold: Tensor, fraction: Tensor, drift: DriftSpec) -> Tensor:
+def _tail_weights(
+    shifted: Tensor, p: Tensor, threshold: Tensor, fraction: Tensor, drift: DriftSpec
+) -> Tensor:
     """CVaR's u = p·w/a [C, V], computed in place in `shifted` (r − z, as from _finite).
 
     w = 1 above the threshold, `fraction` at it and 0 below; the fraction is
@@ -307,12 +332,14 @@ def _tail_weights(shifted: Tensor, p: Tensor, threshold: Tensor, fraction: Tenso
     return weight.div_(drift.tail_mass) if drift.normalize else weight
 
 
-def _cvar_threshold(shifted: Tensor, p: Tensor, drift: DriftSpec) -> tuple[Tensor, Tensor]:
-    """The threshold [C] of the CVaR tail on shifted = r − z, and the fraction [C] of the mass at it kept."""
+def _cvar_threshold(
+    shifted: Tensor, p: Tensor, drift: DriftSpec, digits: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The CVaR tail's threshold [C] on shifted = r − z, and the fraction [C] kept at it."""
     if drift.weighting == "uniform":
         threshold = _uniform_quantile(shifted, 1.0 - drift.tail_mass)
         return threshold, torch.zeros_like(threshold)
-    return _upper_quantile(shifted, p, drift.tail_mass)
+    return _upper_quantile(shifted, p, drift.tail_mass, digits[: shifted.shape[0]])
 
 
 def _uniform_quantile(values: Tensor, level: float) -> Tensor:
@@ -330,7 +357,9 @@ def _uniform_quantile(values: Tensor, level: float) -> Tensor:
     return lower + (upper - lower) * (position - low)
 
 
-def _upper_quantile(values: Tensor, weights: Tensor, mass: float) -> tuple[Tensor, Tensor]:
+def _upper_quantile(
+    values: Tensor, weights: Tensor, mass: float, digits: Tensor
+) -> tuple[Tensor, Tensor]:
     """Exact probability-weighted upper quantile of each row of values [C, V].
 
     Sorting a row by value descending and accumulating the weights, the
@@ -346,6 +375,8 @@ def _upper_quantile(values: Tensor, weights: Tensor, mass: float) -> tuple[Tenso
     pass reads the whole chunk: the entries left in its boundary bin are
     gathered, and the later passes read only them (a few percent of a
     vocabulary; all of it only when every Δ is nearly equal, as at step 0).
+    digits: an int64 buffer shaped like values, reused across chunks (a fresh
+    one costs page faults on a CPU).
     """
     keys = _ordered_keys(values)
     (n, v), key_bits = values.shape, keys.element_size() * 8
@@ -354,7 +385,7 @@ def _upper_quantile(values: Tensor, weights: Tensor, mass: float) -> tuple[Tenso
     shift = key_bits - _RADIX_BITS
     half = 1 << (_RADIX_BITS - 1)
     # int64 digits: scatter_add_ wants them, and it beats index_add_ on a CPU.
-    digits = torch.bitwise_right_shift(keys, shift, out=torch.empty_like(keys, dtype=torch.int64))
+    digits = torch.bitwise_right_shift(keys, shift, out=digits)
     digits += half  # the top digit carries the sign: now in [0, 2**_RADIX_BITS)
     histogram = weights.new_zeros(n, 1 << _RADIX_BITS).scatter_add_(1, digits, weights)
     digit, remaining, at_mass = _boundary_bin(histogram, remaining)
@@ -373,17 +404,22 @@ def _upper_quantile(values: Tensor, weights: Tensor, mass: float) -> tuple[Tenso
         chosen = (chosen << width) + digit
         if shift > 0:
             keep = (digits == digit.to(digits.dtype).index_select(0, rows)).nonzero().squeeze(1)
-            where, keys, weights = where.index_select(0, keep), keys.index_select(0, keep), weights.index_select(0, keep)
+            where, keys, weights = (
+                where.index_select(0, keep),
+                keys.index_select(0, keep),
+                weights.index_select(0, keep),
+            )
 
     integer = {torch.float32: torch.int32, torch.float64: torch.int64}[values.dtype]
-    threshold = _ordered_keys_inverse(chosen.to(integer)).view(values.dtype)
+    threshold = _flip_negatives(chosen.to(integer)).view(values.dtype)
     # at_mass is the weight of the entries at the threshold, remaining what is still needed from it.
     fraction = (remaining / at_mass).nan_to_num(0.0, 0.0, 0.0).clamp(0.0, 1.0)
     return threshold, fraction
 
 
 def _boundary_bin(histogram: Tensor, remaining: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """For a weight histogram [C, K] over ascending bins, the bin where the mass from the top reaches `remaining`.
+    """The bin of a weight histogram [C, K] (ascending bins) where the mass from the top reaches
+    `remaining`.
 
     Returns that bin [C], the mass still needed from it [C] and its mass [C].
     """
@@ -399,13 +435,15 @@ def _boundary_bin(histogram: Tensor, remaining: Tensor) -> tuple[Tensor, Tensor,
 
 
 def _ordered_keys(values: Tensor) -> Tensor:
-    """Signed integers ordered as the floats are (no nan, no −0.0): negative floats get their magnitude bits flipped."""
+    """Signed integers ordered as the floats are (no nan, no −0.0): negative floats get their
+    magnitude bits flipped."""
     integer = {torch.float32: torch.int32, torch.float64: torch.int64}[values.dtype]
-    return _ordered_keys_inverse(values.view(integer))
+    return _flip_negatives(values.view(integer))
 
 
-def _ordered_keys_inverse(bits: Tensor) -> Tensor:
-    """The bit flip of `_ordered_keys`, on integers; it is its own inverse (the sign bit is kept)."""
+def _flip_negatives(bits: Tensor) -> Tensor:
+    """Flip every bit but the sign of the negative integers: floats are sign-magnitude, so this
+    orders their bit patterns as the floats are ordered. It is its own inverse."""
     keys = bits >> (bits.element_size() * 8 - 1)
     keys &= torch.iinfo(bits.dtype).max
     keys ^= bits
