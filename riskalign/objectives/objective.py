@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from riskalign.objectives.functional import (
 from riskalign.objectives.tokens import DriftSpec
 
 
-class Objective:
+class Objective(ABC):
     """An objective built by `riskalign.objectives.build`.
 
     name: the registry entry; config: the resolved parameters (plain nested
@@ -34,6 +35,7 @@ class Objective:
         self.name = name
         self.config = config
 
+    @abstractmethod
     def loss_from_logits(
         self,
         policy_logits: Tensor,
@@ -48,7 +50,6 @@ class Objective:
         B..2B−1; labels: [2B, T] aligned with the logits, −100 ignored.
         inputs_embeds: [2B, T, D], only when requires_input_embeddings.
         """
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, config={self.config!r})"
