@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from riskalign.evaluation.report import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ class RecordFailures(Callback):
                 "error": f"{type(error).__name__}: {error}",
             }
         )
-        temporary = sweep_dir / f".{FAILURES_FILE}.tmp"
-        temporary.write_text(json.dumps(failures, indent=2))
-        os.replace(temporary, sweep_dir / FAILURES_FILE)
+        write_json_atomic(sweep_dir / FAILURES_FILE, failures)
         log.error("job %s failed (%s); recorded in %s", config.hydra.job.num, error,
                   sweep_dir / FAILURES_FILE)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, payload: Any) -> None:
     """Write to a temporary name and rename, so a reader never sees half a file."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=2, default=str, allow_nan=True))
