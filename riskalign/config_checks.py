@@ -5,10 +5,14 @@ Every refusal is one line naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError
 
 WANDB_MODES = ("online", "offline", "disabled")
-DATA_SOURCES = ("world", "path")
+DATA_SOURCES = ("world", "path", "generated")
+BAD_RECORD_POLICIES = ("error", "drop")
 
 
 class ConfigError(ValueError):
@@ -30,6 +34,20 @@ def _positive_int(cfg: DictConfig, dotted: str) -> None:
     )
 
 
+def _check_model_paths(cfg: DictConfig) -> None:
+    """Model sources resolve (packaged files are installed) and local paths exist."""
+    for key in ("name_or_path", "init_from"):
+        try:
+            value = cfg.model[key]
+        except InterpolationResolutionError as error:
+            cause = str(error.__cause__ or error).splitlines()[0]  # OmegaConf appends key lines
+            raise ConfigError(f"model.{key} (model={cfg.model.name}): {cause}") from None
+        if value is not None and str(value).startswith((".", "/", "~")):
+            _require(
+                Path(str(value)).expanduser().exists(), f"model.{key}={value!r} does not exist"
+            )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, before any model or dataset loads."""
     data = cfg.data
@@ -37,6 +55,20 @@ def check_config(cfg: DictConfig) -> None:
         data.source in DATA_SOURCES,
         f"data.source={data.source!r} is not one of: {', '.join(DATA_SOURCES)}",
     )
+    _require(
+        data.get("on_bad_record", "error") in BAD_RECORD_POLICIES,
+        f"data.on_bad_record={data.get('on_bad_record')!r} is not one of: "
+        f"{', '.join(BAD_RECORD_POLICIES)}",
+    )
+    if data.source == "generated":
+        from riskalign.data.pair_generation import PairSettings
+
+        _require("generate" in data, "data.source=generated needs a data.generate block")
+        PairSettings.from_config(data.generate, key="data.generate")
+    _check_model_paths(cfg)
+    from riskalign.resolve import check_world_model
+
+    check_world_model(cfg)
     for key in ("data.batch_size", "data.eval_batch_size", "data.max_length",
                 "data.max_prompt_length", "eval.num_prompts", "eval.batch_size",
                 "eval.max_new_tokens", "eval.num_pairs"):

@@ -6,6 +6,7 @@ Lightning pieces together, fit, and write the run's result files.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -24,9 +25,6 @@ from riskalign.config_checks import ConfigError, check_config
 log = logging.getLogger("riskalign.train")
 # The frozen reference is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-
-WORLD_MODEL = "world"
-
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
@@ -69,14 +67,17 @@ def train(
     check_config(cfg)
     from riskalign import objectives  # objectives are cheap: build before anything heavy
 
-    objective = objectives.build(**OmegaConf.to_container(cfg.objective, resolve=True))
+    objective_params = OmegaConf.to_container(cfg.objective, resolve=True)
+    kind = training_kind(cfg)
+    if kind == "prompts":  # raw text has no chosen/rejected rows: SFT trains on every row
+        objective_params["rows"] = "all"
+    objective = objectives.build(**objective_params)
 
     # Heavy imports only once the config is known to be sound.
     import lightning
     import transformers
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-    from riskalign.data.loading import load_preference_splits
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation
@@ -84,18 +85,18 @@ def train(
     from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
+    from riskalign.resolve import ensure_world, model_source
 
     transformers.logging.set_verbosity_error()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    world = _ensure_world(cfg) if cfg.data.source == "world" else None
-    splits = load_preference_splits(
-        str(world.dataset_dir) if world else cfg.data.path, cfg.data.train_split,
-        cfg.data.eval_split,
-    )
-    model_path = _model_path(cfg, world)
-    tokenizer = load_tokenizer(model_path)
+    world = ensure_world(cfg)
+    source = model_source(cfg, world)
+    tokenizer = load_tokenizer(source)
+    reward_model = functools.cache(lambda: instantiate(cfg.reward))  # after the data checks
+    splits, kind = _training_data(cfg, kind, world, source, tokenizer, reward_model)
+    reward = reward_model()
     datamodule = PreferenceDataModule(
         splits,
         tokenizer,
@@ -105,21 +106,21 @@ def train(
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
+        kind=kind,
     )
     prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
-    reward = instantiate(cfg.reward)
+    datamodule.setup("fit")
 
-    policy = load_causal_lm(model_path, cfg.model.dtype, cfg.model.attn_implementation)
+    policy = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
     # Evaluation measures drift against the reference even when the objective ignores it;
     # training runs it only for objectives that need it.
-    reference = load_causal_lm(model_path, cfg.model.dtype, cfg.model.attn_implementation)
+    reference = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
     module = AlignmentModule(
         policy,
         reference if objective.requires_reference else None,
         objective,
         OmegaConf.to_container(cfg.optim, resolve=True),
     )
-    datamodule.setup("fit")
     evaluation = AlignmentEvaluation(
         reference,
         tokenizer,
@@ -156,6 +157,8 @@ def train(
             "final": evaluation.curve[-1],
             "curve": evaluation.curve,
             "world": str(world.root) if world else None,
+            "model_source": source,
+            "data_kind": kind,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         write_json_atomic(run_dir / "summary.json", summary)
@@ -166,23 +169,47 @@ def train(
     return summary
 
 
-def _ensure_world(cfg: DictConfig):
-    from riskalign.worlds.reviews import ensure_reviews_world
+def training_kind(cfg: DictConfig) -> str:
+    """What the run trains on, "pairs" or "prompts"; refused early if the objective cannot."""
+    from riskalign.data.formats import format_kind
 
-    return ensure_reviews_world(
-        OmegaConf.to_container(cfg.data.world, resolve=True), cfg.paths.cache_dir
-    )
-
-
-def _model_path(cfg: DictConfig, world) -> str:
-    if cfg.model.name_or_path != WORLD_MODEL:
-        return str(cfg.model.name_or_path)
-    if world is None:
+    kind = format_kind(cfg.data.format)
+    name, data = cfg.objective.name, cfg.data.name
+    if cfg.data.source == "generated":
+        if kind != "prompts":
+            raise ConfigError(
+                f"data.source=generated samples pairs for prompts, but data.format="
+                f"{cfg.data.format} gives {kind}: use a prompt dataset (imdb, emotion, ...)"
+            )
+        return "pairs"
+    if kind == "references":
         raise ConfigError(
-            f"model.name_or_path={WORLD_MODEL!r} (model={cfg.model.name}) needs the embedded "
-            f"world's data (data=reviews), not data={cfg.data.name}"
+            f"data={data} is an evaluation set (instructions with reference answers): "
+            "use it with python -m riskalign.evaluate, not for training"
         )
-    return str(world.model_dir)
+    if kind == "prompts" and name != "sft":
+        raise ConfigError(
+            f"objective={name} needs preference pairs but data={data} gives prompts: set "
+            "data.source=generated (pairs sampled from the model, scored by the reward), "
+            "train objective=sft on it, or use data=local with a pairs dataset"
+        )
+    return kind
+
+
+def _training_data(cfg: DictConfig, kind: str, world, source: str, tokenizer, reward_model):
+    """Train/eval splits in the standard columns, loaded (and generated) as the config says."""
+    from riskalign.data.generated import ensure_generated_pairs
+    from riskalign.data.loading import load_data
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    splits, _ = load_data(data_cfg, tokenizer, path=str(world.dataset_dir) if world else None)
+    if cfg.data.source != "generated":
+        return splits, kind
+    pairs = ensure_generated_pairs(cfg, source, splits, tokenizer, reward_model())
+    generated = {**data_cfg, "format": "preference", "subset": None,
+                 "train_split": "train", "eval_split": "test"}
+    splits, _ = load_data(generated, tokenizer, path=str(pairs))
+    return splits, kind
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+import riskalign  # noqa: F401  (registers the config resolvers)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 

@@ -63,13 +63,14 @@ def test_max_length_not_above_max_prompt_length_is_refused(smoke_env):
     _assert_refused(result, "data.max_length=16", "data.max_prompt_length=16")
 
 
-def test_dataset_missing_chosen_is_refused_before_models_load(smoke_env, tmp_path):
+def test_dataset_missing_chosen_is_refused_before_models_load(smoke_world, smoke_env, tmp_path):
     bad = tmp_path / "no_chosen"
     DatasetDict(
         train=Dataset.from_dict({"prompt": ["the movie was"], "rejected": ["bad ."]}),
         test=Dataset.from_dict({"prompt": ["the plot was"], "rejected": ["dull ."]}),
     ).save_to_disk(str(bad))
-    result = run_train("debug=smoke", "data=local", f"data.path={bad}", env=smoke_env)
+    result = run_train("debug=smoke", "data=local", f"data.path={bad}",
+                       f"model.name_or_path={smoke_world[1].model_dir}", env=smoke_env)
     _assert_refused(result, "chosen", str(bad))
 
 

@@ -1,63 +1,249 @@
-"""Load a preference dataset from a `save_to_disk` directory, a data file or a hub ID."""
+"""Load raw train/eval splits from a hub ID, a local mirror of one, a data file or a
+`save_to_disk` directory; `load_data` then converts and checks them."""
 
 from __future__ import annotations
 
+import glob
+import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import fsspec
+import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets.data_files import EmptyDatasetError
+from datasets.exceptions import DataFilesNotFoundError, DatasetNotFoundError
+from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
+from riskalign.data.formats import PROBLEM_COLUMN, convert, format_kind
+from riskalign.data.records import check_on_bad_record, check_records
 
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv",
-                ".arrow": "arrow"}
+# Builders of `datasets` by file extension; json and csv may also be compressed.
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv",
+                 ".arrow": "arrow"}
+COMPRESSIONS = (".gz", ".bz2", ".xz")
+# A hub ID: `name` or `owner/name`.
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+EVAL_FRACTION = 0.05
 
 
-def _load_any(path: str) -> DatasetDict:
-    local = Path(path)
-    if local.is_dir() and (
-        (local / "dataset_dict.json").exists() or (local / "state.json").exists()
-    ):
-        loaded = load_from_disk(str(local))
-        return loaded if isinstance(loaded, DatasetDict) else DatasetDict(train=loaded)
-    if local.is_file():
-        builder = FILE_FORMATS.get(local.suffix)
-        if builder is None:
-            raise ConfigError(
-                f"data.path={path!r} has an unknown format: use one of "
-                f"{', '.join(sorted(FILE_FORMATS))} or a save_to_disk directory"
-            )
-        return load_dataset(builder, data_files=str(local))
-    if local.exists():
-        raise ConfigError(f"data.path={path!r} is not a dataset file or save_to_disk directory")
-    if path.startswith((".", "/", "~")):
-        raise ConfigError(f"data.path={path!r} does not exist")
-    return load_dataset(path)  # a hub ID (or a dataset script directory)
+def load_raw_splits(
+    path: str, *, subset: str | None, train_split: str, eval_split: str
+) -> DatasetDict:
+    """The upstream records of `train_split` and `eval_split`, as keys "train" and "eval".
+
+    `path` is a hub ID, a local directory (a mirror of a hub repo, or a
+    `save_to_disk` directory), or a single data file (json/jsonl/parquet/csv/
+    arrow; json, jsonl and csv may be .gz/.bz2/.xz compressed). A single file
+    holds one split, named `train_split`. `subset` picks, in this order, a folder
+    of the repo (hh-rlhf's `harmless-base`), a data file `<subset>.<ext>` beside
+    it (alpaca_eval's `alpaca_eval.json`), or a config named in its README. A
+    dataset without `eval_split` is divided 95/5 with seed 0.
+    """
+    splits = _load(path, subset, train_split)
+    if train_split not in splits:
+        raise ConfigError(
+            f"data.train_split={train_split!r} is not a split of data.path={path!r} "
+            f"(splits: {', '.join(splits)})"
+        )
+    if eval_split not in splits:
+        return hold_out(splits[train_split])
+    return DatasetDict(train=splits[train_split], eval=splits[eval_split])
+
+
+def hold_out(dataset: Dataset, fraction: float = EVAL_FRACTION, seed: int = 0) -> DatasetDict:
+    """Train and eval rows as `train_test_split(test_size=fraction, seed=seed)` picks them.
+
+    Kept in memory: `train_test_split` would write indices files beside the
+    dataset (inside a shared `save_to_disk` directory), whatever keep_in_memory says.
+    """
+    permutation = np.random.default_rng(seed).permutation(len(dataset))
+    n_eval = math.ceil(fraction * len(dataset))
+    return DatasetDict(
+        train=dataset.select(permutation[n_eval:], keep_in_memory=True),
+        eval=dataset.select(permutation[:n_eval], keep_in_memory=True),
+    )
+
+
+def load_data(
+    data_cfg: Mapping[str, Any],
+    tokenizer: PreTrainedTokenizerBase | None,
+    *,
+    path: str | None = None,
+) -> tuple[DatasetDict, str]:
+    """The checked standard-column splits of a `data` config, and their kind.
+
+    `path` replaces `data_cfg["path"]` (the embedded world passes its dataset
+    directory). Kinds and their columns: see `riskalign.data.formats.KIND_COLUMNS`.
+    """
+    format_name = data_cfg.get("format")
+    kind = format_kind(format_name)  # refuse a bad format or policy before loading anything
+    on_bad_record = data_cfg.get("on_bad_record", "error")
+    check_on_bad_record(on_bad_record)
+    source = path or data_cfg.get("path")
+    if not source:
+        raise ConfigError(f"data.path={source!r} is not set: give a hub ID, directory or file")
+    raw = load_raw_splits(
+        str(source),
+        subset=data_cfg.get("subset"),
+        train_split=data_cfg["train_split"],
+        eval_split=data_cfg["eval_split"],
+    )
+    try:
+        splits = convert(raw, format_name, tokenizer, prompt_tokens=data_cfg.get("prompt_tokens"))
+    except ConfigError as error:  # name the dataset: a sweep may mix several
+        raise ConfigError(f"{error} (data.path={str(source)!r})") from None
+    splits, _ = check_records(
+        splits,
+        kind,
+        tokenizer,
+        max_prompt_length=data_cfg["max_prompt_length"],
+        on_bad_record=on_bad_record,
+    )
+    return splits, kind
 
 
 def load_preference_splits(path: str, train_split: str, eval_split: str) -> DatasetDict:
     """The train and eval splits, with their `prompt`/`chosen`/`rejected` columns checked.
 
-    A dataset with only a train split is divided 95/5 with a fixed seed.
+    Records must be strings (no chat rendering without a tokenizer) and are not
+    checked for bad records: the behaviour train.py relied on before `load_data`.
     """
-    splits = _load_any(path)
-    if train_split not in splits:
-        raise ConfigError(
-            f"data.train_split={train_split!r} is not in the dataset at {path!r} "
-            f"(splits: {', '.join(splits)})"
-        )
-    if eval_split not in splits:
-        divided = splits[train_split].train_test_split(test_size=0.05, seed=0)
-        splits = DatasetDict({train_split: divided["train"], eval_split: divided["test"]})
-    for split in (train_split, eval_split):
-        _check_columns(splits[split], path, split)
-    return DatasetDict({"train": splits[train_split], "eval": splits[eval_split]})
+    raw = load_raw_splits(path, subset=None, train_split=train_split, eval_split=eval_split)
+    return convert(raw, "preference", None).remove_columns(PROBLEM_COLUMN)
 
 
-def _check_columns(dataset: Dataset, path: str, split: str) -> None:
-    missing = [column for column in PAIR_COLUMNS if column not in dataset.column_names]
-    if missing:
+def _load(path: str, subset: str | None, split_name: str) -> DatasetDict:
+    local = Path(path).expanduser()
+    if local.is_file():
+        if subset is not None:
+            raise ConfigError(
+                f"data.subset={subset!r} cannot apply to data.path={path!r}: it is a single "
+                "file (set data.subset=null)"
+            )
+        return _load_file(str(local), path, split_name)
+    is_local = local.is_dir()
+    if local.exists() and not is_local:
+        raise ConfigError(f"data.path={path!r} is not a dataset file or directory")
+    if not is_local and (not HUB_ID.match(path) or _builder(path) is not None):
+        raise ConfigError(f"data.path={path!r} does not exist")
+    # `source` goes to load_dataset; `root` is the same place for fsspec listings.
+    source = str(local) if is_local else path
+    root = source if is_local else f"hf://datasets/{path}"
+    try:
+        if subset is None:
+            if is_local and _is_saved(local):
+                return _from_disk(local, split_name)
+            return _load_directory(source, path)
+        return _load_subset(source, path, root, is_local, subset, split_name)
+    except DatasetNotFoundError as error:
+        raise ConfigError(f"data.path={path!r} is not a local path nor a hub dataset "
+                          f"({_first_line(error)})") from error
+    except ConnectionError as error:
         raise ConfigError(
-            f"dataset {path!r} split {split!r} lacks column(s) {', '.join(missing)}: "
-            f"needs {', '.join(PAIR_COLUMNS)} (has {', '.join(dataset.column_names)})"
+            f"data.path={path!r} is not a local path and the hub cannot be reached "
+            f"({_first_line(error)}): download it first or point data.path at a local copy"
+        ) from error
+
+
+def _load_directory(source: str, path: str) -> DatasetDict:
+    try:
+        return load_dataset(source)
+    except (EmptyDatasetError, DataFilesNotFoundError) as error:
+        raise ConfigError(f"data.path={path!r} holds no data files ({_first_line(error)})") \
+            from error
+
+
+def _load_subset(
+    source: str, path: str, root: str, is_local: bool, subset: str, split_name: str
+) -> DatasetDict:
+    """A subset as a folder, then a `<subset>.<ext>` file, then a README config.
+
+    The same listing serves a local mirror and the hub (through fsspec's hf://).
+    Offline, the hub cannot be listed: the config name and then the folder are
+    tried through `load_dataset`, which can answer from its cache.
+    """
+    fs, base = fsspec.core.url_to_fs(root)
+    folder = f"{base}/{subset}"
+    if fs.isdir(folder):
+        if is_local and _is_saved(Path(folder)):
+            return _from_disk(Path(folder), split_name)
+        return load_dataset(source, data_dir=subset)
+    files = [name for name in fs.glob(f"{base}/{glob.escape(subset)}.*") if _builder(name)]
+    if len(files) == 1:
+        location = files[0] if is_local else f"hf://{files[0]}"
+        return _load_file(location, path, split_name)
+    try:
+        return load_dataset(source, subset)
+    except ValueError as error:
+        if "BuilderConfig" not in str(error):
+            raise
+    try:
+        return load_dataset(source, data_dir=subset)
+    except (EmptyDatasetError, DataFilesNotFoundError, FileNotFoundError) as error:
+        available = _subsets(fs, base)
+        raise ConfigError(
+            f"data.subset={subset!r} is not in data.path={path!r} "
+            f"(subsets: {', '.join(available) or 'none found'})"
+        ) from error
+
+
+def _subsets(fs: fsspec.AbstractFileSystem, base: str) -> list[str]:
+    """Folders and data files of a dataset root, as subset names."""
+    try:
+        entries = fs.ls(base, detail=True)
+    except (OSError, ValueError):
+        return []
+    names = []
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry["type"] == "directory" and not name.startswith("."):
+            names.append(name)
+        elif _builder(name):
+            names.append(_stem(name))
+    return sorted(names)
+
+
+def _load_file(location: str, path: str, split_name: str) -> DatasetDict:
+    builder = _builder(location)
+    if builder is None:
+        raise ConfigError(
+            f"data.path={path!r} has an unknown file format: use one of "
+            f"{', '.join(sorted(FILE_BUILDERS))} (json, jsonl and csv may end in "
+            f"{', '.join(COMPRESSIONS)}) or a directory"
         )
+    # A file names no split of its own: it is the one the config trains on.
+    return load_dataset(builder, data_files={split_name: location})
+
+
+def _builder(name: str) -> str | None:
+    lowered = name.lower()
+    compressed = lowered.endswith(COMPRESSIONS)
+    if compressed:
+        lowered = lowered.rsplit(".", 1)[0]
+    builder = FILE_BUILDERS.get(Path(lowered).suffix)
+    return None if compressed and builder not in ("json", "csv") else builder
+
+
+def _stem(name: str) -> str:
+    if name.lower().endswith(COMPRESSIONS):
+        name = name.rsplit(".", 1)[0]
+    return name.rsplit(".", 1)[0]
+
+
+def _is_saved(directory: Path) -> bool:
+    return (directory / "dataset_dict.json").exists() or (directory / "state.json").exists()
+
+
+def _from_disk(directory: Path, split_name: str) -> DatasetDict:
+    loaded = load_from_disk(str(directory))
+    # Like a single file, a saved Dataset (not DatasetDict) is the split trained on.
+    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({split_name: loaded})
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

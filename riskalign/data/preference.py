@@ -1,4 +1,8 @@
-"""Tokenize preference pairs and collate them into chosen-first [2B, T] batches."""
+"""Tokenize training data and collate it into batches.
+
+Preference pairs become chosen-first [2B, T] batches; raw text (for SFT on a
+prompt dataset's `text`) becomes [N, T] rows trained on every token.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from riskalign.config_checks import ConfigError
 
 IGNORE_INDEX = -100
+DATA_KINDS = ("pairs", "prompts")  # what the data module can train on
 
 
 def tokenize_pair(
@@ -68,8 +73,32 @@ def collate_pairs(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def tokenize_text(
+    tokenizer: PreTrainedTokenizerBase, text: str, *, max_length: int
+) -> dict[str, list[int]]:
+    """Token ids of a raw text (with the tokenizer's special tokens) ending in EOS, cut to fit."""
+    ids = tokenizer(text)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
+    return {"input_ids": ids}
+
+
+def collate_text(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad N texts; labels are the ids on real tokens, -100 on padding."""
+    width = max(len(example["input_ids"]) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for index, example in enumerate(examples):
+        input_ids[index, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
+        attention_mask[index, : len(example["input_ids"])] = 1
+    labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 class PreferenceDataModule(LightningDataModule):
-    """Train and eval pairs from a DatasetDict with `prompt`/`chosen`/`rejected` columns."""
+    """Train and eval batches from a DatasetDict with "train" and "eval" splits.
+
+    kind "pairs": `prompt`/`chosen`/`rejected` columns, chosen-first [2B, T] batches.
+    kind "prompts": `prompt`/`text` columns, [N, T] batches of the raw text (SFT).
+    """
 
     def __init__(
         self,
@@ -82,8 +111,14 @@ class PreferenceDataModule(LightningDataModule):
         eval_batch_size: int,
         num_workers: int = 0,
         seed: int = 0,
+        kind: str = "pairs",
     ) -> None:
         super().__init__()
+        if kind not in DATA_KINDS:
+            raise ConfigError(
+                f"data kind {kind!r} cannot train: use one of {', '.join(DATA_KINDS)}"
+            )
+        self.kind = kind
         self.splits = splits
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -98,17 +133,22 @@ class PreferenceDataModule(LightningDataModule):
         if self.tokenized is not None:
             return
         self.tokenized = self.splits.map(
-            lambda record: tokenize_pair(
-                self.tokenizer,
-                record["prompt"],
-                record["chosen"],
-                record["rejected"],
-                max_length=self.max_length,
-                max_prompt_length=self.max_prompt_length,
-            ),
+            self._tokenize_record,
             remove_columns=self.splits["train"].column_names,
             keep_in_memory=True,  # no cache files next to a dataset that sweeps share
-            desc="tokenizing pairs",
+            desc=f"tokenizing {self.kind}",
+        )
+
+    def _tokenize_record(self, record: dict[str, Any]) -> dict[str, list[int]]:
+        if self.kind == "prompts":
+            return tokenize_text(self.tokenizer, record["text"], max_length=self.max_length)
+        return tokenize_pair(
+            self.tokenizer,
+            record["prompt"],
+            record["chosen"],
+            record["rejected"],
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
         )
 
     def eval_prompts(self, count: int) -> list[str]:
@@ -129,7 +169,10 @@ class PreferenceDataModule(LightningDataModule):
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            collate_fn=partial(collate_pairs, pad_token_id=self.tokenizer.pad_token_id),
+            collate_fn=partial(
+                collate_text if self.kind == "prompts" else collate_pairs,
+                pad_token_id=self.tokenizer.pad_token_id,
+            ),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -9,6 +9,11 @@ import torch
 
 @runtime_checkable
 class RewardModel(Protocol):
-    """Scores texts; higher is better. `score(texts)` returns a float32 tensor [len(texts)]."""
+    """Scores texts; higher is better.
 
-    def score(self, texts: list[str]) -> torch.Tensor: ...
+    `score(texts, prompts)` returns a float32 tensor [len(texts)]. `prompts`, when given,
+    are the prompts the texts answer (one per text); rewards that judge a text alone
+    ignore them, question/answer reward models score the pair.
+    """
+
+    def score(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor: ...

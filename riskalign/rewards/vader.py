@@ -12,6 +12,7 @@ class VaderReward:
     def __init__(self) -> None:
         self._analyzer = SentimentIntensityAnalyzer()
 
-    def score(self, texts: list[str]) -> torch.Tensor:
+    def score(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor:
+        # Sentiment is a property of the text alone: prompts are accepted and ignored.
         scores = [self._analyzer.polarity_scores(text)["compound"] for text in texts]
         return torch.tensor(scores, dtype=torch.float32)

@@ -23,8 +23,6 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from datasets import Dataset, DatasetDict
 from rich.progress import track
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from riskalign.artifacts import build_atomically, is_complete
 from riskalign.evaluation.sampling import sample_completions
 from riskalign.rewards.vader import VaderReward
 from riskalign.worlds import grammar
@@ -73,23 +72,14 @@ def world_key(config: dict[str, Any]) -> str:
 
 def ensure_reviews_world(config: dict[str, Any], cache_dir: str | os.PathLike) -> World:
     """Return the cached world for `config`, building it first if it is not there."""
-    world = World(Path(cache_dir) / "worlds" / f"reviews-{world_key(config)}")
-    if (world.root / COMPLETE_MARKER).is_file():
-        log.info("Embedded world: reusing %s", world.root)
-        return world
-    world.root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=world.root.parent))
-    try:
-        _build(config, World(staging))
-        if world.root.exists():  # an incomplete leftover of a crashed build
-            shutil.rmtree(world.root)
-        staging.rename(world.root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return world
+    root = Path(cache_dir) / "worlds" / f"reviews-{world_key(config)}"
+    if is_complete(root, COMPLETE_MARKER):
+        log.info("Embedded world: reusing %s", root)
+    build_atomically(root, COMPLETE_MARKER, lambda staging: _build(config, World(staging)))
+    return World(root)
 
 
-def _build(config: dict[str, Any], world: World) -> None:
+def _build(config: dict[str, Any], world: World) -> dict[str, Any]:
     started = time.perf_counter()
     seed = int(config["seed"])
     log.info("Embedded world: building in %s (seed %d)", world.root, seed)
@@ -120,9 +110,8 @@ def _build(config: dict[str, Any], world: World) -> None:
         stats[f"{split}_pairs"] = len(records)
     dataset.save_to_disk(str(world.dataset_dir))
     stats["build_seconds"] = round(time.perf_counter() - started, 1)
-    info = {"config": config, "version": WORLD_VERSION, "stats": stats}
-    (world.root / COMPLETE_MARKER).write_text(json.dumps(info, indent=2))
     log.info("Embedded world: built in %.1fs (%s)", stats["build_seconds"], stats)
+    return {"config": config, "version": WORLD_VERSION, "stats": stats}
 
 
 def _sft_base(tokenizer: PreTrainedTokenizerFast, config: dict[str, Any], seed: int):

@@ -1,0 +1,50 @@
+"""Cached artifacts that are complete or absent: built in a staging directory, then renamed.
+
+A reader trusts a directory only when its marker file exists; the marker is written
+last, inside the staging directory, so a crash at any point leaves either nothing
+or a leftover without a marker that the next build replaces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def is_complete(directory: Path, marker: str) -> bool:
+    return (directory / marker).is_file()
+
+
+def read_marker(directory: Path, marker: str) -> dict[str, Any]:
+    return json.loads((directory / marker).read_text())
+
+
+def build_atomically(
+    directory: Path, marker: str, build: Callable[[Path], dict[str, Any]]
+) -> Path:
+    """Return `directory`, first running `build(staging)` unless a complete one exists.
+
+    `build` writes the artifact's files into `staging` and returns the info that
+    becomes the marker's JSON.
+    """
+    if is_complete(directory, marker):
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".building-{directory.name}-", dir=directory.parent))
+    try:
+        info = build(staging)
+        (staging / marker).write_text(json.dumps(info, indent=2, default=str))
+        if directory.exists():  # an incomplete leftover of a crashed build
+            log.warning("Replacing incomplete artifact %s", directory)
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory

@@ -1,0 +1,287 @@
+"""Upstream schemas -> standard columns, one `Format` per schema.
+
+Kinds and their columns (all strings):
+    pairs       prompt, chosen, rejected   preference pairs (DPO and its variants)
+    prompts     prompt, text               raw text for SFT; prompt = its opening (or all of it)
+    references  prompt, reference          an instruction and a reference answer
+
+`convert` also adds a transient `_problem` column ("" when the record is fine)
+that `riskalign.data.records.check_records` reports on and drops.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+from datasets.fingerprint import generate_random_fingerprint
+from transformers import PreTrainedTokenizerBase
+
+from riskalign.config_checks import ConfigError
+
+KIND_COLUMNS = {
+    "pairs": ("prompt", "chosen", "rejected"),
+    "prompts": ("prompt", "text"),
+    "references": ("prompt", "reference"),
+}
+PROBLEM_COLUMN = "_problem"
+HH_ASSISTANT = "\n\nAssistant:"
+# Without a chat template, messages are rendered as HH transcripts are written.
+FALLBACK_LABELS = {"user": "Human", "assistant": "Assistant", "system": "System"}
+LINE_BREAKS = re.compile(r"(?:\s*<br\s*/?>\s*)+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a record converter may need besides the record."""
+
+    tokenizer: PreTrainedTokenizerBase | None
+    prompt_tokens: int | None
+
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    kind: str
+    required_columns: tuple[str, ...]
+    convert: Callable[[Record, Context], Record]  # one record -> standard columns (+ _problem)
+    needs_prompt_tokens: bool = False
+
+
+# ----- chat rendering --------------------------------------------------------------------
+
+
+def has_chat_template(tokenizer: PreTrainedTokenizerBase | None) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(messages: list[Record], tokenizer: PreTrainedTokenizerBase | None) -> str:
+    """The prompt text a model continues: the chat template with its generation prompt,
+    or without one "\\n\\nHuman: ...\\n\\nAssistant:" as in HH transcripts."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return _fallback(messages) + HH_ASSISTANT
+
+
+def render_response(
+    prompt: list[Record], response: list[Record], tokenizer: PreTrainedTokenizerBase | None
+) -> str | None:
+    """The text the full conversation adds after the rendered prompt.
+
+    None when the template renders the conversation without the prompt as its
+    prefix (some templates rewrite earlier turns), which no split can undo.
+    """
+    rendered_prompt = render_prompt(prompt, tokenizer)
+    if has_chat_template(tokenizer):
+        full = tokenizer.apply_chat_template(prompt + response, tokenize=False)
+    else:
+        full = _fallback(prompt + response)
+    return full[len(rendered_prompt):] if full.startswith(rendered_prompt) else None
+
+
+def _fallback(messages: list[Record]) -> str:
+    return "".join(
+        f"\n\n{FALLBACK_LABELS.get(m['role'], str(m['role']).capitalize())}: {m['content']}"
+        for m in messages
+    )
+
+
+def _as_messages(value: Any, role: str) -> list[Record] | None:
+    """A message list as {role, content} dicts; a string becomes one `role` message."""
+    if value is None or isinstance(value, str):
+        return [{"role": role, "content": value or ""}]
+    if isinstance(value, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) for m in value
+    ):
+        return [{"role": m["role"], "content": m.get("content") or ""} for m in value]
+    return None
+
+
+# ----- record converters -----------------------------------------------------------------
+
+
+def _preference(record: Record, context: Context) -> Record:
+    values = {key: record[key] for key in KIND_COLUMNS["pairs"]}
+    if all(value is None or isinstance(value, str) for value in values.values()):
+        return {key: value or "" for key, value in values.items()}
+    if context.tokenizer is None:
+        raise ConfigError(
+            "data.format='preference' has chat-message records: rendering them needs a tokenizer"
+        )
+    prompt = _as_messages(values["prompt"], "user")
+    responses = {key: _as_messages(values[key], "assistant") for key in ("chosen", "rejected")}
+    malformed = [key for key, messages in (("prompt", prompt), *responses.items()) if not messages]
+    if malformed:
+        return {"prompt": "", "chosen": "", "rejected": "",
+                PROBLEM_COLUMN: f"{malformed[0]} is neither a string nor a message list"}
+    result = {"prompt": render_prompt(prompt, context.tokenizer)}
+    problems = []
+    for key, messages in responses.items():
+        if _same_messages(messages[: len(prompt)], prompt):  # the pair repeats its prompt
+            messages = messages[len(prompt):]
+        text = render_response(prompt, messages, context.tokenizer)
+        if text is None:
+            problems.append(f"the chat template does not render {key} after the prompt")
+        result[key] = text or ""
+    return {**result, PROBLEM_COLUMN: ", ".join(problems)}
+
+
+def _same_messages(left: list[Record], right: list[Record]) -> bool:
+    return [(m["role"], m["content"]) for m in left] == [(m["role"], m["content"]) for m in right]
+
+
+def split_hh(transcript: str) -> tuple[str, str] | None:
+    """(prompt up to and including the last "\\n\\nAssistant:", response), as the DPO
+    reference code splits HH transcripts; None without an Assistant turn."""
+    index = transcript.rfind(HH_ASSISTANT)
+    if index < 0:
+        return None
+    cut = index + len(HH_ASSISTANT)
+    return transcript[:cut], transcript[cut:]
+
+
+def _hh(record: Record, context: Context) -> Record:
+    chosen, rejected = record["chosen"] or "", record["rejected"] or ""
+    split = split_hh(chosen)
+    if split is None:
+        return {"prompt": "", "chosen": chosen, "rejected": rejected,
+                PROBLEM_COLUMN: "chosen has no Assistant turn"}
+    prompt, chosen_response = split
+    if rejected.startswith(prompt):
+        return {"prompt": prompt, "chosen": chosen_response,
+                "rejected": rejected[len(prompt):], PROBLEM_COLUMN: ""}
+    own = split_hh(rejected)
+    return {"prompt": prompt, "chosen": chosen_response,
+            "rejected": own[1] if own else rejected,
+            PROBLEM_COLUMN: "chosen and rejected prompts differ"}
+
+
+def opening(text: str, tokens: int, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The first `tokens` tokens of `text` (special tokens aside), as text.
+
+    A fast tokenizer's offsets give a slice of `text` itself, so the prompt is
+    an exact prefix of the text whatever the decoder does with spaces; other
+    tokenizers decode the ids.
+    """
+    if tokenizer.is_fast:
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        return text if len(offsets) <= tokens else text[: offsets[tokens - 1][1]]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= tokens else tokenizer.decode(ids[:tokens],
+                                                            skip_special_tokens=True)
+
+
+def _text_with_opening(text: str, context: Context) -> Record:
+    if context.prompt_tokens is None:  # only `text` allows it: each text is a whole prompt
+        return {"prompt": text, "text": text}
+    return {"prompt": opening(text, context.prompt_tokens, context.tokenizer), "text": text}
+
+
+def _imdb(record: Record, context: Context) -> Record:
+    # Reviews break paragraphs with "<br /><br />": one space keeps the words apart.
+    return _text_with_opening(LINE_BREAKS.sub(" ", record["text"] or "").strip(), context)
+
+
+def _plain_text(record: Record, context: Context) -> Record:
+    return _text_with_opening(record["text"] or "", context)
+
+
+def _alpacaeval(record: Record, context: Context) -> Record:
+    instruction = record["instruction"] or ""
+    if has_chat_template(context.tokenizer):
+        instruction = render_prompt([{"role": "user", "content": instruction}], context.tokenizer)
+    return {"prompt": instruction, "reference": record["output"] or ""}
+
+
+FORMATS: dict[str, Format] = {
+    fmt.name: fmt
+    for fmt in (
+        Format("preference", "pairs", ("prompt", "chosen", "rejected"), _preference),
+        Format("hh", "pairs", ("chosen", "rejected"), _hh),
+        Format("imdb", "prompts", ("text",), _imdb, needs_prompt_tokens=True),
+        Format("emotion", "prompts", ("text",), _plain_text, needs_prompt_tokens=True),
+        Format("text", "prompts", ("text",), _plain_text),
+        Format("alpacaeval", "references", ("instruction", "output"), _alpacaeval),
+    )
+}
+
+
+# ----- entry points ----------------------------------------------------------------------
+
+
+def get_format(name: str | None) -> Format:
+    if name not in FORMATS:
+        raise ConfigError(f"data.format={name!r} is not one of: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def format_kind(name: str | None) -> str:
+    """The kind ("pairs", "prompts" or "references") a format produces."""
+    return get_format(name).kind
+
+
+def convert(
+    splits: DatasetDict,
+    format_name: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    *,
+    prompt_tokens: int | None = None,
+) -> DatasetDict:
+    """Every split in the standard columns of the format's kind, plus `_problem`.
+
+    All other columns are dropped. imdb and emotion cut prompts to `prompt_tokens`
+    tokens; text does when it is set (else each whole text is a prompt).
+    """
+    fmt = get_format(format_name)
+    if fmt.kind == "prompts" and (fmt.needs_prompt_tokens or prompt_tokens is not None):
+        if not (isinstance(prompt_tokens, int) and prompt_tokens > 0):
+            raise ConfigError(
+                f"data.prompt_tokens={prompt_tokens!r} is invalid for "
+                f"data.format={fmt.name!r}: must be an integer > 0"
+            )
+        if tokenizer is None:
+            raise ConfigError(f"data.format={fmt.name!r} needs a tokenizer to cut prompts")
+    for split, dataset in splits.items():
+        missing = [c for c in fmt.required_columns if c not in dataset.column_names]
+        if missing:
+            raise ConfigError(
+                f"data.format={fmt.name!r} needs column(s) {', '.join(missing)} in split "
+                f"{split!r} (has: {', '.join(dataset.column_names)})"
+            )
+    context = Context(tokenizer, prompt_tokens)
+    converted: dict[int, Dataset] = {}  # alpaca_eval trains and evaluates on one split
+    for dataset in splits.values():
+        if id(dataset) not in converted:
+            converted[id(dataset)] = _convert_split(dataset, fmt, context)
+    return DatasetDict({split: converted[id(dataset)] for split, dataset in splits.items()})
+
+
+def _convert_split(dataset: Dataset, fmt: Format, context: Context) -> Dataset:
+    columns = (*KIND_COLUMNS[fmt.kind], PROBLEM_COLUMN)
+
+    def convert_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {column: [] for column in columns}
+        for values in zip(*batch.values()):
+            record = fmt.convert(dict(zip(batch, values)), context)
+            for column in columns:
+                out[column].append(record.get(column, ""))
+        return out
+
+    converted = dataset.map(
+        convert_batch,
+        batched=True,
+        remove_columns=dataset.column_names,
+        keep_in_memory=True,  # no cache files beside a dataset that runs share
+        # Never cached, so a random fingerprint spares hashing the tokenizer.
+        new_fingerprint=generate_random_fingerprint(),
+        desc=f"format {fmt.name}",
+    )
+    return converted.select_columns(list(columns))  # standard order, whatever the input's was

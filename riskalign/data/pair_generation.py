@@ -1,0 +1,192 @@
+"""Preference pairs from a model's own samples: K completions per prompt, scored, one pair kept.
+
+Work is written in shards of prompts, each one file renamed into place when
+complete, so an interrupted generation resumes by skipping finished shards. A
+shard's samples depend only on the seed and its index, so a resumed run writes
+exactly what an uninterrupted one would. The finished dataset is assembled
+into `dataset/` (a `save_to_disk` DatasetDict) whose marker is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from rich.progress import Progress
+
+from riskalign.artifacts import build_atomically, is_complete
+from riskalign.config_checks import ConfigError
+from riskalign.evaluation.sampling import sample_completions
+from riskalign.rewards import RewardModel
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("best_worst", "bradley_terry")
+DATASET_MARKER = "pairs.json"
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    """How pairs are drawn (the `pairs` block of conf/pairs.yaml, `data.generate` in training)."""
+
+    samples_per_prompt: int = 4
+    selection: str = "best_worst"  # best_worst | bradley_terry
+    bt_temperature: float = 1.0  # Bradley-Terry: P(a > b) = sigmoid((r_a - r_b) / T)
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    seed: int = 0
+    batch_size: int = 64  # sequences per sampling batch
+    shard_size: int = 256  # prompts per resumable shard
+    max_prompts: int | None = None  # per split; None: all
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any], key: str = "pairs") -> PairSettings:
+        unknown = sorted(set(block) - {field.name for field in fields(cls)})
+        if unknown:
+            allowed = ", ".join(field.name for field in fields(cls))
+            raise ConfigError(f"{key}.{unknown[0]} is not a setting: use {allowed}")
+        settings = cls(**block)
+        settings.check(key)
+        return settings
+
+    def check(self, key: str) -> None:
+        if self.selection not in SELECTIONS:
+            raise ConfigError(
+                f"{key}.selection={self.selection!r} is not one of: {', '.join(SELECTIONS)}"
+            )
+        if self.samples_per_prompt < 2:
+            raise ConfigError(
+                f"{key}.samples_per_prompt={self.samples_per_prompt} is invalid: must be >= 2"
+            )
+        for name in ("max_new_tokens", "batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name}={getattr(self, name)} is invalid: must be >= 1")
+        if self.bt_temperature <= 0:
+            raise ConfigError(f"{key}.bt_temperature={self.bt_temperature} is invalid: must be > 0")
+
+
+def select_pair(
+    scores: torch.Tensor, settings: PairSettings, generator: torch.Generator
+) -> tuple[int, int] | None:
+    """(chosen, rejected) indices among one prompt's K samples, or None if they tie."""
+    if settings.selection == "best_worst":
+        best, worst = int(scores.argmax()), int(scores.argmin())
+        return None if scores[best] == scores[worst] else (best, worst)
+    first, second = torch.randperm(len(scores), generator=generator)[:2].tolist()
+    gap = (scores[first] - scores[second]) / settings.bt_temperature
+    first_wins = bool(torch.rand((), generator=generator) < torch.sigmoid(gap))
+    return (first, second) if first_wins else (second, first)
+
+
+def _shard_pairs(
+    model, tokenizer, prompts: list[str], reward: RewardModel, settings: PairSettings, seed: int,
+    progress: Progress, task,
+) -> dict[str, Any]:
+    k = settings.samples_per_prompt
+    repeated = [prompt for prompt in prompts for _ in range(k)]
+    completions: list[str] = []
+    for batch in sample_completions(
+        model, tokenizer, repeated, max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature, seed=seed, batch_size=settings.batch_size,
+    ):
+        completions.extend(batch.completions)
+        progress.advance(task, len(batch.prompts) / k)
+    scores = reward.score(completions, prompts=repeated).view(len(prompts), k)
+    coin = torch.Generator().manual_seed(seed)
+    pairs, skipped = [], 0
+    for index, prompt in enumerate(prompts):
+        texts = completions[index * k:(index + 1) * k]
+        picked = select_pair(scores[index], settings, coin)
+        if picked is None or not _usable(texts[picked[0]], texts[picked[1]]):
+            skipped += 1
+            continue
+        chosen, rejected = picked
+        pairs.append({
+            "prompt": prompt,
+            "chosen": texts[chosen],
+            "rejected": texts[rejected],
+            "chosen_reward": float(scores[index, chosen]),
+            "rejected_reward": float(scores[index, rejected]),
+        })
+    return {"pairs": pairs, "skipped": skipped, "mean_reward": float(scores.mean())}
+
+
+def _usable(chosen: str, rejected: str) -> bool:
+    """A pair teaches something only if both sides say something and they differ."""
+    return bool(chosen.strip()) and bool(rejected.strip()) and chosen != rejected
+
+
+def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload))
+    os.replace(temporary, path)
+
+
+def generate_pairs(
+    model,
+    tokenizer,
+    prompts_by_split: Mapping[str, list[str]],
+    reward: RewardModel,
+    settings: PairSettings,
+    out_dir: str | Path,
+) -> Path:
+    """Write (or resume) the pairs of every split; return the finished `dataset/` directory."""
+    out_dir = Path(out_dir)
+    dataset_dir = out_dir / "dataset"
+    if is_complete(dataset_dir, DATASET_MARKER):
+        log.info("Pairs: reusing %s", dataset_dir)
+        return dataset_dir
+    shard_files: dict[str, list[Path]] = {}
+    with Progress() as progress:
+        for split_index, (split, prompts) in enumerate(prompts_by_split.items()):
+            prompts = prompts[: settings.max_prompts] if settings.max_prompts else prompts
+            shard_dir = out_dir / "shards" / split
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            task = progress.add_task(f"pairs: {split}", total=len(prompts))
+            shard_files[split] = []
+            for shard_index, start in enumerate(range(0, len(prompts), settings.shard_size)):
+                chunk = prompts[start:start + settings.shard_size]
+                path = shard_dir / f"shard-{shard_index:05d}.json"
+                shard_files[split].append(path)
+                if path.is_file():  # done by an earlier, interrupted run
+                    progress.advance(task, len(chunk))
+                    continue
+                seed = settings.seed * 1_000_003 + split_index * 10_007 + shard_index
+                shard = _shard_pairs(model, tokenizer, chunk, reward, settings, seed, progress,
+                                     task)
+                _write_atomic(path, {"prompts": len(chunk), **shard})
+    return build_atomically(
+        dataset_dir, DATASET_MARKER, lambda staging: _assemble(shard_files, settings, staging)
+    )
+
+
+def _assemble(
+    shard_files: Mapping[str, list[Path]], settings: PairSettings, staging: Path
+) -> dict[str, Any]:
+    splits, stats = {}, {}
+    for split, paths in shard_files.items():
+        shards = [json.loads(path.read_text()) for path in paths]
+        records = [pair for shard in shards for pair in shard["pairs"]]
+        if not records:
+            raise ConfigError(
+                f"pairs: every prompt of split {split!r} gave tied or empty samples: no pair "
+                "to keep (raise samples_per_prompt, temperature or max_new_tokens)"
+            )
+        splits[split] = Dataset.from_list(records)
+        stats[split] = {
+            "prompts": sum(shard["prompts"] for shard in shards),
+            "pairs": len(records),
+            "skipped": sum(shard["skipped"] for shard in shards),  # tied or empty samples
+            "chosen_reward_mean": sum(r["chosen_reward"] for r in records) / len(records),
+            "rejected_reward_mean": sum(r["rejected_reward"] for r in records) / len(records),
+        }
+    DatasetDict(splits).save_to_disk(str(staging))
+    log.info("Pairs: %s", stats)
+    return {"settings": asdict(settings), "stats": stats}

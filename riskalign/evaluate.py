@@ -1,0 +1,85 @@
+"""`python -m riskalign.evaluate`: a trained policy scored on held-out prompts.
+
+Evaluation sets of instructions with reference answers (alpacaeval) give a win
+rate against the references; prompt or pair datasets give reward mean, reward
+tail and KL to the reference model, as in training's evaluation. Results go to
+`evaluation.json` (and `samples.jsonl` for win rates) in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from riskalign.config_checks import ConfigError
+
+log = logging.getLogger("riskalign.evaluate")
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    import transformers
+
+    from riskalign.data.loading import load_data
+    from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
+    from riskalign.evaluation.report import write_json_atomic
+    from riskalign.evaluation.win_rate import win_rate
+    from riskalign.models.loading import check_model_source, load_causal_lm, load_tokenizer
+    from riskalign.resolve import distinct_prompts, ensure_world, model_source
+
+    check_model_source(str(cfg.policy), key="policy")
+    settings = EvalSettings.from_config(cfg.eval)
+    transformers.logging.set_verbosity_error()
+    world = ensure_world(cfg)
+    tokenizer = load_tokenizer(str(cfg.policy))
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    splits, kind = load_data(data_cfg, tokenizer, path=str(world.dataset_dir) if world else None)
+    held_out = splits["eval"]
+    count = cfg.eval.num_prompts
+    available = len(held_out) if kind == "references" else len(distinct_prompts(held_out))
+    if count > available:
+        raise ConfigError(
+            f"eval.num_prompts={count} exceeds the {available} prompts of the held-out split"
+        )
+    reward = instantiate(cfg.reward)
+    policy = load_causal_lm(str(cfg.policy), cfg.model.dtype, cfg.model.attn_implementation)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"policy": str(cfg.policy), "data": cfg.data.name, "kind": kind,
+                              "reward": OmegaConf.to_container(cfg.reward, resolve=True)}
+    if kind == "references":
+        rows = held_out.select(range(count))
+        summary, samples = win_rate(policy, tokenizer, rows["prompt"], rows["reference"], reward,
+                                    settings)
+        with (run_dir / "samples.jsonl").open("w") as handle:
+            handle.writelines(json.dumps(sample) + "\n" for sample in samples)
+    else:
+        prompts = distinct_prompts(held_out)[:count]
+        source = model_source(cfg, world)
+        reference = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
+        summary = evaluate_samples(policy, reference, tokenizer, prompts, reward, settings)
+        result["reference_model"] = source
+    result.update(summary)
+    write_json_atomic(run_dir / "evaluation.json", result)
+    log.info("%s", {k: v for k, v in summary.items()})
+    log.info("Evaluation written to %s", run_dir / "evaluation.json")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        print(f"riskalign.evaluate: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

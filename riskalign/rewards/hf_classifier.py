@@ -1,0 +1,160 @@
+"""A Hugging Face sequence classifier as a reward: a weighted sum of its raw logits.
+
+Raw logits rather than probabilities, as the papers use them: RA-RLHF and Ra-DPO
+score IMDb with the POSITIVE logit of distilbert-imdb, RA-RLHF scores Jigsaw with
+minus the toxic logit of toxic-bert. The config and the label weights are checked
+before any weights load, so a wrong label fails in a second, not after a download.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from riskalign.config_checks import ConfigError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def check_local_path(name_or_path: str) -> None:
+    """Refuse a missing local path; otherwise HF would take it for a hub ID and fail obscurely."""
+    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+        raise ConfigError(f"reward.name_or_path={name_or_path!r} does not exist")
+
+
+def _describe(id2label: Mapping[int, str]) -> str:
+    listed = ", ".join(f"{index}: {id2label[index]}" for index in sorted(id2label))
+    return f"has {len(id2label)} labels ({listed})"
+
+
+def _label_index(key: int | str, id2label: Mapping[int, str], where: str) -> int:
+    """The logit index a label_weights key names: an index (int or digits) or a label name."""
+    if isinstance(key, bool):  # bool is an int; YAML `yes:` would otherwise mean label 1
+        raise ConfigError(f"reward.label_weights: label {key!r} is not a label name or index")
+    if isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit()):
+        index = int(key)
+        if index not in id2label:
+            raise ConfigError(
+                f"reward.label_weights: label {index} is out of range: "
+                f"the classifier at {where!r} {_describe(id2label)}"
+            )
+        return index
+    exact = [index for index, name in id2label.items() if name == key]
+    folded = [index for index, name in id2label.items() if name.lower() == str(key).lower()]
+    matches = exact or folded
+    if len(matches) != 1:
+        problem = "is unknown" if not matches else "matches several labels"
+        raise ConfigError(
+            f"reward.label_weights: label {key!r} {problem}: "
+            f"the classifier at {where!r} {_describe(id2label)}"
+        )
+    return matches[0]
+
+
+def label_weight_vector(
+    label_weights: Mapping[int | str, float], id2label: Mapping[int, str], where: str
+) -> torch.Tensor:
+    """Weights per logit [num_labels] from a {label name or index: weight} mapping."""
+    if not label_weights:
+        raise ConfigError("reward.label_weights is empty: name at least one label and its weight")
+    id2label = {int(index): str(name) for index, name in id2label.items()}
+    weights = torch.zeros(len(id2label), dtype=torch.float32)
+    seen: dict[int, int | str] = {}
+    for key, weight in label_weights.items():
+        index = _label_index(key, id2label, where)
+        if index in seen:
+            raise ConfigError(
+                f"reward.label_weights: labels {seen[index]!r} and {key!r} both name "
+                f"label {index} ({id2label[index]}): give each label once"
+            )
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+            raise ConfigError(f"reward.label_weights.{key}={weight!r} is invalid: must be a number")
+        seen[index] = key
+        weights[index] = float(weight)
+    return weights
+
+
+class HFClassifierReward:
+    """Σ_k w_k · logit_k of a sequence classifier, per text; higher is better."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        label_weights: Mapping[int | str, float],
+        batch_size: int = 32,
+        max_length: int = 512,
+        text_pair: bool = False,
+        device: str = "cpu",
+        dtype: str = "float32",
+    ) -> None:
+        for key, value in (("batch_size", batch_size), ("max_length", max_length)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"reward.{key}={value!r} is invalid: must be an integer > 0")
+        if dtype not in DTYPES:
+            raise ConfigError(f"reward.dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
+        check_local_path(name_or_path)
+        source = os.path.expanduser(name_or_path)  # a no-op for hub IDs
+        config = AutoConfig.from_pretrained(source)
+        self.weights = label_weight_vector(label_weights, config.id2label, name_or_path)
+        self.batch_size, self.text_pair = batch_size, text_pair
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        # Never past what the model's positions allow; some tokenizers report a huge sentinel.
+        self.max_length = min(max_length, self.tokenizer.model_max_length)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, dtype=DTYPES[dtype]
+        ).to(device)
+        self.model.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def logits(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor:
+        """Raw float32 logits [len(texts), num_labels], on the CPU."""
+        if prompts is not None and len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts: give one per text")
+        pairs = self.text_pair and prompts is not None
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            # A question/answer reward model reads (prompt, answer) as a sequence pair.
+            firsts = prompts[start:start + self.batch_size] if pairs else batch
+            seconds = batch if pairs else None
+            encoded = self.tokenizer(
+                firsts,
+                seconds,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            out.append(self.model(**encoded).logits.float().cpu())
+        if not out:
+            return torch.zeros((0, self.weights.numel()), dtype=torch.float32)
+        return torch.cat(out)
+
+    def score(self, texts: list[str], prompts: list[str] | None = None) -> torch.Tensor:
+        return (self.logits(texts, prompts) * self.weights).sum(-1)
+
+
+def label_mixture(
+    name_or_path: str, labels: list[str], weight: float, **kwargs
+) -> HFClassifierReward:
+    """weight · logit(labels[0]) + (1 - weight) · logit(labels[1]).
+
+    The KLDPO/WDPO emotion experiment trains at one mixture weight and evaluates at
+    shifted ones, so the weight is the knob and the two labels a config choice.
+    """
+    labels = list(labels)
+    if len(labels) != 2 or labels[0] == labels[1]:
+        raise ConfigError(f"reward.labels={labels} is invalid: must name exactly 2 distinct labels")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ConfigError(f"reward.weight={weight!r} is out of range: must be in [0, 1]")
+    return HFClassifierReward(
+        name_or_path, {labels[0]: float(weight), labels[1]: 1.0 - weight}, **kwargs
+    )
