@@ -65,3 +65,21 @@ def test_unknown_option_lists_the_valid_ones(smoke_env):
     assert result.returncode != 0
     assert "Could not find 'model/gpt9'" in result.stderr
     assert "Available options in 'model'" in result.stderr and "tiny" in result.stderr
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_passes_the_config_checks(experiment):
+    """Paper configs are refused for nothing but what only exists on their machines."""
+    cfg = compose_config(f"experiment={experiment}")
+    check_config(cfg)
+    assert cfg.objective.name and cfg.model.block_class
+
+
+def test_the_other_entry_points_compose():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        pairs = compose("pairs", overrides=["debug=smoke"])
+        evaluate = compose("evaluate", overrides=["policy=/some/policy"])
+    assert pairs.pairs.samples_per_prompt >= 2 and pairs.output
+    assert evaluate.data.name == "alpacaeval" and evaluate.policy == "/some/policy"
