@@ -51,3 +51,14 @@ def model_source(cfg: DictConfig, world) -> str:
 def distinct_prompts(split) -> list[str]:
     """A split's prompts, each once, in dataset order."""
     return list(dict.fromkeys(split["prompt"]))
+
+
+def held_out_prompts(split, count: int) -> list[str]:
+    """The first `count` distinct prompts of the held-out split, refused if there are fewer."""
+    distinct = distinct_prompts(split)
+    if len(distinct) < count:
+        raise ConfigError(
+            f"eval.num_prompts={count} exceeds the {len(distinct)} distinct prompts of the "
+            "held-out split"
+        )
+    return distinct[:count]

@@ -66,26 +66,35 @@ def train(
     started = time.perf_counter()
     check_config(cfg)
     from riskalign import objectives  # objectives are cheap: build before anything heavy
+    from riskalign.objectives.online import OnlineSettings, online_names
 
     objective_params = OmegaConf.to_container(cfg.objective, resolve=True)
-    kind = training_kind(cfg)
-    if kind == "prompts":  # raw text has no chosen/rejected rows: SFT trains on every row
-        objective_params["rows"] = "all"
-    objective = objectives.build(**objective_params)
+    online = cfg.objective.name in online_names()
+    if online:
+        settings = OnlineSettings.from_config(objective_params)
+        kind = training_kind(cfg, online=True)
+    else:
+        kind = training_kind(cfg)
+        if kind == "prompts":  # raw text has no chosen/rejected rows: SFT trains on every row
+            objective_params["rows"] = "all"
+        objective = objectives.build(**objective_params)
 
     # Heavy imports only once the config is known to be sound.
     import lightning
     import transformers
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+    from riskalign.data.loading import load_data
     from riskalign.data.preference import PreferenceDataModule
+    from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation
     from riskalign.evaluation.report import print_closing_table, write_json_atomic
     from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
-    from riskalign.resolve import ensure_world, model_source
+    from riskalign.modules.online import OnlineRLModule
+    from riskalign.resolve import distinct_prompts, ensure_world, held_out_prompts, model_source
 
     transformers.logging.set_verbosity_error()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -95,46 +104,63 @@ def train(
     source = model_source(cfg, world)
     tokenizer = load_tokenizer(source)
     reward_model = functools.cache(lambda: instantiate(cfg.reward))  # after the data checks
-    splits, kind = _training_data(cfg, kind, world, source, tokenizer, reward_model)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    if online:
+        splits, _ = load_data(_as_prompt_source(cfg), tokenizer,
+                              path=str(world.dataset_dir) if world else None)
+        prompts = held_out_prompts(splits["eval"], cfg.eval.num_prompts)
+        iterations = int(trainer_kwargs["max_steps"])
+        datamodule = PromptDataModule(distinct_prompts(splits["train"]), settings.batch_size,
+                                      iterations, cfg.seed)
+        pair_batches = None
+    else:
+        splits, kind = _training_data(cfg, kind, world, source, tokenizer, reward_model)
+        datamodule = PreferenceDataModule(
+            splits,
+            tokenizer,
+            max_length=cfg.data.max_length,
+            max_prompt_length=cfg.data.max_prompt_length,
+            batch_size=cfg.data.batch_size,
+            eval_batch_size=cfg.data.eval_batch_size,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.seed,
+            kind=kind,
+        )
+        prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
+        datamodule.setup("fit")
+        pair_batches = datamodule.eval_dataloader()
     reward = reward_model()
-    datamodule = PreferenceDataModule(
-        splits,
-        tokenizer,
-        max_length=cfg.data.max_length,
-        max_prompt_length=cfg.data.max_prompt_length,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.seed,
-        kind=kind,
-    )
-    prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
-    datamodule.setup("fit")
 
     policy = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
     # Evaluation measures drift against the reference even when the objective ignores it;
     # training runs it only for objectives that need it.
     reference = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
-    module = AlignmentModule(
-        policy,
-        reference if objective.requires_reference else None,
-        objective,
-        OmegaConf.to_container(cfg.optim, resolve=True),
-    )
+    if online:
+        module = OnlineRLModule(
+            policy, reference, tokenizer, reward, settings, optim, iterations,
+            gradient_clip_val=trainer_kwargs.pop("gradient_clip_val", None), seed=cfg.seed,
+        )
+        # one training step is one PPO iteration of several optimizer steps
+        trainer_kwargs.update(max_steps=-1, max_epochs=1)
+    else:
+        module = AlignmentModule(
+            policy, reference if objective.requires_reference else None, objective, optim
+        )
     evaluation = AlignmentEvaluation(
         reference,
         tokenizer,
         prompts,
         reward,
         EvalSettings.from_config(cfg.eval),
-        pair_batches=datamodule.eval_dataloader(),
+        pair_batches=pair_batches,
         num_pairs=cfg.eval.num_pairs,
         every_n_steps=cfg.eval.every_n_steps,
     )
     loggers = build_loggers(cfg, run_dir, group=cfg.logger.wandb.group or sweep_group,
                             name=cfg.logger.wandb.name or job_name or run_dir.name)
     trainer = lightning.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=loggers,
         callbacks=[
@@ -146,13 +172,13 @@ def train(
     try:
         trainer.fit(module, datamodule=datamodule)
         log_curve(loggers, evaluation.curve)
-        module.policy.save_pretrained(run_dir / "policy")
+        module.save_policy(run_dir / "policy")
         tokenizer.save_pretrained(run_dir / "policy")
         summary = {
             "objective": cfg.objective.name,
             "run_dir": str(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 2),
-            "steps": trainer.global_step,
+            "steps": getattr(module, "progress_step", trainer.global_step),
             "reference": evaluation.curve[0],
             "final": evaluation.curve[-1],
             "curve": evaluation.curve,
@@ -169,12 +195,17 @@ def train(
     return summary
 
 
-def training_kind(cfg: DictConfig) -> str:
-    """What the run trains on, "pairs" or "prompts"; refused early if the objective cannot."""
+def training_kind(cfg: DictConfig, online: bool = False) -> str:
+    """What the run trains on, "pairs" or "prompts"; refused early if the objective cannot.
+
+    Online objectives sample their own episodes: any dataset with prompts will do.
+    """
     from riskalign.data.formats import format_kind
 
     kind = format_kind(cfg.data.format)
     name, data = cfg.objective.name, cfg.data.name
+    if online and kind != "references":
+        return "prompts"
     if cfg.data.source == "generated":
         if kind != "prompts":
             raise ConfigError(
@@ -194,6 +225,14 @@ def training_kind(cfg: DictConfig) -> str:
             "train objective=sft on it, or use data=local with a pairs dataset"
         )
     return kind
+
+
+def _as_prompt_source(cfg: DictConfig) -> dict[str, Any]:
+    """The data config as a source of prompts: an online run generates no pairs."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if data_cfg["source"] == "generated":
+        data_cfg["source"] = "path"
+    return data_cfg
 
 
 def _training_data(cfg: DictConfig, kind: str, world, source: str, tokenizer, reward_model):

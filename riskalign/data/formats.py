@@ -194,6 +194,10 @@ def _plain_text(record: Record, context: Context) -> Record:
     return _text_with_opening(record["text"] or "", context)
 
 
+def _jigsaw(record: Record, context: Context) -> Record:
+    return _text_with_opening(record["comment_text"] or "", context)
+
+
 def _alpacaeval(record: Record, context: Context) -> Record:
     instruction = record["instruction"] or ""
     if has_chat_template(context.tokenizer):
@@ -209,6 +213,7 @@ FORMATS: dict[str, Format] = {
         Format("imdb", "prompts", ("text",), _imdb, needs_prompt_tokens=True),
         Format("emotion", "prompts", ("text",), _plain_text, needs_prompt_tokens=True),
         Format("text", "prompts", ("text",), _plain_text),
+        Format("jigsaw", "prompts", ("comment_text",), _jigsaw, needs_prompt_tokens=True),
         Format("alpacaeval", "references", ("instruction", "output"), _alpacaeval),
     )
 }

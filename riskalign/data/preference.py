@@ -153,13 +153,9 @@ class PreferenceDataModule(LightningDataModule):
 
     def eval_prompts(self, count: int) -> list[str]:
         """The first `count` distinct prompts of the eval split, in dataset order."""
-        distinct = list(dict.fromkeys(self.splits["eval"]["prompt"]))
-        if len(distinct) < count:
-            raise ConfigError(
-                f"eval.num_prompts={count} exceeds the {len(distinct)} distinct prompts of the "
-                "held-out split"
-            )
-        return distinct[:count]
+        from riskalign.resolve import held_out_prompts
+
+        return held_out_prompts(self.splits["eval"], count)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         assert self.tokenized is not None, "call setup() first"

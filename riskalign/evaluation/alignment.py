@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import torch
@@ -27,10 +27,13 @@ class EvalSettings:
     batch_size: int
     tail_fraction: float
     tail_threshold: float
+    # RA-RLHF's tail: the mean reward over prompts whose own score is <= this (None: off)
+    prompt_tail_threshold: float | None = None
 
     @classmethod
     def from_config(cls, eval_cfg: Mapping[str, Any]) -> EvalSettings:
-        return cls(**{field.name: eval_cfg[field.name] for field in fields(cls)})
+        return cls(**{field.name: eval_cfg[field.name] for field in fields(cls)
+                      if field.name in eval_cfg or field.default is MISSING})
 
 
 def evaluate_samples(
@@ -59,12 +62,25 @@ def evaluate_samples(
             kls.append(sampled_sequence_kl(policy, reference, batch).cpu())
             progress.advance(task, len(batch.prompts))
     reward_values, kl_values = torch.cat(rewards), torch.cat(kls)
-    return {
+    result = {
         "reward_mean": reward_values.mean().item(),
         "reward_tail": lower_tail_mean(reward_values, settings.tail_fraction),
         "reward_below_threshold": (reward_values < settings.tail_threshold).float().mean().item(),
         "kl": kl_values.mean().item(),
     }
+    if settings.prompt_tail_threshold is not None:
+        result.update(prompt_tail(prompts, reward_values, reward, settings.prompt_tail_threshold))
+    return result
+
+
+def prompt_tail(
+    prompts: list[str], rewards: torch.Tensor, reward: RewardModel, threshold: float
+) -> dict[str, float]:
+    """RA-RLHF's tail metric: the mean reward of the completions of the prompts that the
+    reward model itself scores at or below `threshold` (NaN if there are none)."""
+    hard = reward.score(prompts) <= threshold
+    tail = rewards[hard].mean().item() if hard.any() else float("nan")
+    return {"reward_prompt_tail": tail, "prompt_tail_count": int(hard.sum())}
 
 
 def evaluate_pairs(

@@ -30,7 +30,7 @@ class AlignmentEvaluation(Callback):
         prompts: list[str],
         reward: RewardModel,
         settings: EvalSettings,
-        pair_batches: Any,
+        pair_batches: Any | None,
         num_pairs: int,
         every_n_steps: int | None = None,
     ) -> None:
@@ -45,7 +45,7 @@ class AlignmentEvaluation(Callback):
         self.curve: list[dict[str, float]] = []
 
     def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
-        step = trainer.global_step
+        step = _progress_step(trainer, module)
         if self.curve and self.curve[-1]["step"] == step:
             return
         started = time.perf_counter()
@@ -59,18 +59,8 @@ class AlignmentEvaluation(Callback):
                 self.settings,
             )
         )
-        device_batches = (
-            {key: value.to(module.device) for key, value in batch.items()}
-            for batch in self.pair_batches
-        )
-        # A penalty on input-embedding gradients (WDPO) is part of the held-out loss too,
-        # so those objectives evaluate with autograd on; nothing is stepped.
-        needs_grad = module.objective.requires_input_embeddings
-        with torch.enable_grad() if needs_grad else torch.no_grad():
-            pair_metrics = evaluate_pairs(
-                lambda batch: module.loss_and_metrics(batch)[1], device_batches, self.num_pairs
-            )
-        point.update({f"pairs/{name}": value for name, value in pair_metrics.items()})
+        if self.pair_batches is not None:
+            point.update(self._pair_metrics(module))
         module.train(was_training)
         self.curve.append(point)
         metrics = {f"eval/{name}": value for name, value in point.items() if name != "step"}
@@ -82,13 +72,32 @@ class AlignmentEvaluation(Callback):
             time.perf_counter() - started,
         )
 
+    def _pair_metrics(self, module: LightningModule) -> dict[str, float]:
+        device_batches = (
+            {key: value.to(module.device) for key, value in batch.items()}
+            for batch in self.pair_batches
+        )
+        # A penalty on input-embedding gradients (WDPO) is part of the held-out loss too,
+        # so those objectives evaluate with autograd on; nothing is stepped.
+        needs_grad = module.objective.requires_input_embeddings
+        with torch.enable_grad() if needs_grad else torch.no_grad():
+            pair_metrics = evaluate_pairs(
+                lambda batch: module.loss_and_metrics(batch)[1], device_batches, self.num_pairs
+            )
+        return {f"pairs/{name}": value for name, value in pair_metrics.items()}
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         every = self.every_n_steps
-        if every and trainer.global_step % every == 0:
+        if every and _progress_step(trainer, pl_module) % every == 0:
             self._evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluate(trainer, pl_module)
+
+
+def _progress_step(trainer: Trainer, module: LightningModule) -> int:
+    """Optimizer steps, or what the module counts instead (PPO: iterations)."""
+    return int(getattr(module, "progress_step", trainer.global_step))

@@ -11,14 +11,14 @@ from transformers import PreTrainedModel
 
 from riskalign.evaluation.sampling import position_ids
 from riskalign.models.loading import freeze
+from riskalign.modules.common import FrozenReferenceCheckpoints, adamw_with_warmup
 
 log = logging.getLogger(__name__)
 
-REFERENCE_PREFIX = "reference."
 PROGRESS_BAR_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
 
 
-class AlignmentModule(LightningModule):
+class AlignmentModule(FrozenReferenceCheckpoints, LightningModule):
     """One forward per model per step on the stacked [2B, T] batch, then the objective.
 
     The reference is frozen: eval mode, no gradients, outside the optimizer and
@@ -93,25 +93,7 @@ class AlignmentModule(LightningModule):
         return loss
 
     def configure_optimizers(self):
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            trainable,
-            lr=float(self.optim["lr"]),
-            weight_decay=float(self.optim["weight_decay"]),
-            betas=tuple(self.optim["betas"]),
-        )
-        warmup = int(self.optim["warmup_steps"])
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_with_warmup(self.policy.parameters(), self.optim)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(REFERENCE_PREFIX)]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.reference is not None:  # restore the frozen weights the checkpoint omits
-            for key, value in self.reference.state_dict().items():
-                checkpoint["state_dict"][REFERENCE_PREFIX + key] = value
+    def save_policy(self, directory) -> None:
+        self.policy.save_pretrained(directory)

@@ -1,0 +1,43 @@
+"""What every riskalign LightningModule shares: the optimizer, and a reference kept out of
+checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+REFERENCE_PREFIX = "reference."
+
+
+def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str, Any]) -> dict:
+    """AdamW over the trainable parameters with a linear learning-rate warmup (conf: optim)."""
+    optimizer = torch.optim.AdamW(
+        [p for p in parameters if p.requires_grad],
+        lr=float(optim["lr"]),
+        weight_decay=float(optim["weight_decay"]),
+        betas=tuple(optim["betas"]),
+    )
+    warmup = int(optim["warmup_steps"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class FrozenReferenceCheckpoints:
+    """Mixin for a LightningModule with a frozen `self.reference`: checkpoints omit its
+    weights (it is rebuilt from its config) and loading puts them back."""
+
+    reference: torch.nn.Module | None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(REFERENCE_PREFIX)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.reference is not None:
+            for key, value in self.reference.state_dict().items():
+                checkpoint["state_dict"][REFERENCE_PREFIX + key] = value
