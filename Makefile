@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-make-run clean
+.PHONY: install run test lint bench-make-run bench-ra-rlhf clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ lint: install
 
 bench-make-run: install
 	$(PY) experiments/bench_make_run.py
+
+bench-ra-rlhf: install
+	$(PY) experiments/bench_ra_rlhf.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

@@ -28,11 +28,13 @@ METRICS = ("reward_mean", "reward_tail", "reward_prompt_tail", "kl")
 WORLD_SETTINGS = [
     "objective.batch_size=64", "objective.minibatch_size=32", "objective.ppo_epochs=4",
     "objective.max_new_tokens=24", "objective.kl_coef=0.05", "objective.kl_target=6",
-    "objective.risk.warmup=10", "objective.risk.alpha=0.4", "objective.risk.rho=0.95",
     "optim.lr=5e-4", "optim.warmup_steps=0",
-    "eval.num_prompts=320", "eval.prompt_tail_threshold=-0.25", "eval.every_n_steps=20",
+    "eval.num_prompts=318", "eval.prompt_tail_threshold=-0.25", "eval.every_n_steps=20",
     "logger=none",
 ]
+# only RA-RLHF's schedule differs; PPO keeps every episode (risk.alpha = 1, its config)
+RISK_SETTINGS = {"ppo": [], "ra_rlhf": ["objective.risk.warmup=10", "objective.risk.alpha=0.4",
+                                        "objective.risk.rho=0.95"]}
 
 
 def run(objective: str, seed: int, iterations: int, extra: list[str], scratch: Path) -> dict:
@@ -40,7 +42,7 @@ def run(objective: str, seed: int, iterations: int, extra: list[str], scratch: P
     env = {**os.environ, "RISKALIGN_OUTPUT_ROOT": str(scratch)}
     subprocess.run(
         [sys.executable, "-m", "riskalign.train", f"objective={objective}", f"seed={seed}",
-         f"trainer.max_steps={iterations}", *WORLD_SETTINGS, *extra,
+         f"trainer.max_steps={iterations}", *WORLD_SETTINGS, *RISK_SETTINGS[objective], *extra,
          f"hydra.run.dir={run_dir}"],
         cwd=REPO, env=env, check=True, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -73,6 +75,7 @@ def main() -> None:
                 for seed in args.seeds for objective in ("ppo", "ra_rlhf")]
     table = aggregate(rows)
     result = {"iterations": args.iterations, "settings": WORLD_SETTINGS + args.overrides,
+              "risk_settings": RISK_SETTINGS,
               "reference": rows[0]["reference"], "mean_over_seeds": table, "runs": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))

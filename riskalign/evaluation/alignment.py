@@ -30,6 +30,14 @@ class EvalSettings:
     # RA-RLHF's tail: the mean reward over prompts whose own score is <= this (None: off)
     prompt_tail_threshold: float | None = None
 
+    def sample(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+               prompts: list[str]):
+        """One seeded completion per prompt, in batches (a generator of SampleBatch)."""
+        return sample_completions(
+            policy, tokenizer, prompts, max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature, seed=self.seed, batch_size=self.batch_size,
+        )
+
     @classmethod
     def from_config(cls, eval_cfg: Mapping[str, Any]) -> EvalSettings:
         return cls(**{field.name: eval_cfg[field.name] for field in fields(cls)
@@ -46,15 +54,7 @@ def evaluate_samples(
 ) -> dict[str, float]:
     """Sample one completion per prompt (seeded), score it, and measure its KL drift."""
     rewards, kls = [], []
-    batches = sample_completions(
-        policy,
-        tokenizer,
-        prompts,
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-    )
+    batches = settings.sample(policy, tokenizer, prompts)
     with Progress(transient=True) as progress:
         task = progress.add_task("eval: sampling", total=len(prompts))
         for batch in batches:

@@ -15,7 +15,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
 from riskalign.evaluation.alignment import EvalSettings
-from riskalign.evaluation.sampling import sample_completions
 from riskalign.rewards import RewardModel
 
 
@@ -41,15 +40,7 @@ def win_rate(
             f"win_rate: {len(prompts)} prompts but {len(references)} references: "
             "need exactly one reference output per prompt"
         )
-    batches = sample_completions(
-        policy,
-        tokenizer,
-        prompts,
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-    )
+    batches = settings.sample(policy, tokenizer, prompts)
     completions: list[str] = []
     rewards, reference_rewards = [], []
     with Progress(transient=True) as progress:
