@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results" / "ra_rlhf.json"
+RESULTS = REPO / "experiments" / "results"
 METRICS = ("reward_mean", "reward_tail", "reward_prompt_tail", "kl")
 
 WORLD_SETTINGS = [
@@ -68,8 +68,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=120)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: results/ra_rlhf_<iterations>.json)")
+    parser.add_argument("--ra-rlhf-only", nargs="*", default=[],
+                        help="extra Hydra overrides for the ra_rlhf runs only")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    RISK_SETTINGS["ra_rlhf"] += args.ra_rlhf_only
+    out = args.out or RESULTS / f"ra_rlhf_{args.iterations}.json"
     with tempfile.TemporaryDirectory() as scratch:
         rows = [run(objective, seed, args.iterations, args.overrides, Path(scratch))
                 for seed in args.seeds for objective in ("ppo", "ra_rlhf")]
@@ -77,8 +83,8 @@ def main() -> None:
     result = {"iterations": args.iterations, "settings": WORLD_SETTINGS + args.overrides,
               "risk_settings": RISK_SETTINGS,
               "reference": rows[0]["reference"], "mean_over_seeds": table, "runs": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     reference = rows[0]["reference"]
     print(f"reference (SFT base): reward {reference['reward_mean']:.3f}, CVaR_0.1 "
           f"{reference['reward_tail']:.3f}, prompt tail {reference['reward_prompt_tail']:.3f}")
