@@ -224,3 +224,15 @@ def test_jigsaw_comments_become_prompts(tmp_path):
                              tiny_word_tokenizer())
     assert kind == "prompts" and len(splits["train"]) == 3
     assert splits["train"][0]["prompt"] == "This article is"
+
+
+def test_a_sweep_over_preference_and_online_objectives_lands_on_one_frontier(smoke_env, tmp_path):
+    from riskalign.frontier import main as frontier_main
+
+    sweep = tmp_path / "sweep"
+    result = run_train("-m", "debug=smoke", "objective=dpo,ppo", f"hydra.sweep.dir={sweep}",
+                       env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert frontier_main([str(sweep)]) == 0
+    rows = list(csv.DictReader((sweep / "frontier.csv").open()))
+    assert sorted({row["objective"] for row in rows}) == ["dpo", "ppo"]
