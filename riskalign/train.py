@@ -73,6 +73,13 @@ def train(
     if online:
         settings = OnlineSettings.from_config(objective_params)
         kind = training_kind(cfg, online=True)
+        accumulate = cfg.trainer.accumulate_grad_batches
+        if accumulate != 1:
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches={accumulate} is invalid for "
+                f"objective={cfg.objective.name}: PPO steps once per minibatch; must be 1 "
+                "(raise objective.minibatch_size instead)"
+            )
     else:
         kind = training_kind(cfg)
         if kind == "prompts":  # raw text has no chosen/rejected rows: SFT trains on every row

@@ -236,3 +236,10 @@ def test_a_sweep_over_preference_and_online_objectives_lands_on_one_frontier(smo
     assert frontier_main([str(sweep)]) == 0
     rows = list(csv.DictReader((sweep / "frontier.csv").open()))
     assert sorted({row["objective"] for row in rows}) == ["dpo", "ppo"]
+
+
+def test_gradient_accumulation_is_refused_for_ppo(smoke_env):
+    result = run_train("debug=smoke", "objective=ppo", "trainer.accumulate_grad_batches=2",
+                       env=smoke_env)
+    assert result.returncode == 2
+    assert "trainer.accumulate_grad_batches=2 is invalid for objective=ppo" in result.stderr
