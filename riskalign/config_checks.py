@@ -34,6 +34,13 @@ def _positive_int(cfg: DictConfig, dotted: str) -> None:
     )
 
 
+def check_local_path(value: str, key: str) -> None:
+    """Refuse a local path (starting with . / ~) that is not there: HF would otherwise take
+    it for a hub ID and fail obscurely, after other things have loaded."""
+    if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+        raise ConfigError(f"{key}={value!r} does not exist")
+
+
 def _check_model_paths(cfg: DictConfig) -> None:
     """Model sources resolve (packaged files are installed) and local paths exist."""
     for key in ("name_or_path", "init_from"):
@@ -42,10 +49,8 @@ def _check_model_paths(cfg: DictConfig) -> None:
         except InterpolationResolutionError as error:
             cause = str(error.__cause__ or error).splitlines()[0]  # OmegaConf appends key lines
             raise ConfigError(f"model.{key} (model={cfg.model.name}): {cause}") from None
-        if value is not None and str(value).startswith((".", "/", "~")):
-            _require(
-                Path(str(value)).expanduser().exists(), f"model.{key}={value!r} does not exist"
-            )
+        if value is not None:
+            check_local_path(str(value), f"model.{key}")
 
 
 def check_config(cfg: DictConfig) -> None:

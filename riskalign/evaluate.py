@@ -27,14 +27,15 @@ log = logging.getLogger("riskalign.evaluate")
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import transformers
 
+    from riskalign.config_checks import check_local_path
     from riskalign.data.loading import load_data
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
     from riskalign.evaluation.report import write_json_atomic
     from riskalign.evaluation.win_rate import win_rate
-    from riskalign.models.loading import check_model_source, load_causal_lm, load_tokenizer
+    from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.resolve import distinct_prompts, ensure_world, model_source
 
-    check_model_source(str(cfg.policy), key="policy")
+    check_local_path(str(cfg.policy), "policy")
     settings = EvalSettings.from_config(cfg.eval)
     transformers.logging.set_verbosity_error()
     world = ensure_world(cfg)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from riskalign.config_checks import ConfigError
+from riskalign.config_checks import ConfigError, check_local_path
 from riskalign.models import gguf
 
 log = logging.getLogger(__name__)
@@ -26,16 +26,10 @@ def is_local(name_or_path: str) -> bool:
     return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
 
 
-def check_model_source(name_or_path: str, key: str = "model.name_or_path") -> None:
-    """Refuse a local path that is not there, before anything loads."""
-    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
-        raise ConfigError(f"{key}={name_or_path!r} does not exist")
-
-
 def resolve_model_source(name_or_path: str, cache_dir: str | Path) -> str:
     """What `from_pretrained` should read: hub IDs and HF directories as they are,
     a .gguf file as its cached HF conversion."""
-    check_model_source(name_or_path)
+    check_local_path(name_or_path, "model.name_or_path")
     if gguf.is_gguf(name_or_path):
         return str(gguf.ensure_converted(name_or_path, cache_dir))
     return name_or_path
@@ -49,7 +43,7 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str) -> PreTrainedModel:
-    check_model_source(name_or_path)
+    check_local_path(name_or_path, "model.name_or_path")
     return AutoModelForCausalLM.from_pretrained(
         name_or_path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
     )

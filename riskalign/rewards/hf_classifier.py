@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from riskalign.config_checks import ConfigError
+from riskalign.config_checks import ConfigError, check_local_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def check_local_path(name_or_path: str) -> None:
-    """Refuse a missing local path; otherwise HF would take it for a hub ID and fail obscurely."""
-    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
-        raise ConfigError(f"reward.name_or_path={name_or_path!r} does not exist")
 
 
 def _describe(id2label: Mapping[int, str]) -> str:
@@ -96,7 +89,7 @@ class HFClassifierReward:
                 raise ConfigError(f"reward.{key}={value!r} is invalid: must be an integer > 0")
         if dtype not in DTYPES:
             raise ConfigError(f"reward.dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
-        check_local_path(name_or_path)
+        check_local_path(name_or_path, "reward.name_or_path")
         source = os.path.expanduser(name_or_path)  # a no-op for hub IDs
         config = AutoConfig.from_pretrained(source)
         self.weights = label_weight_vector(label_weights, config.id2label, name_or_path)
