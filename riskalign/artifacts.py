@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -16,6 +17,13 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write to a temporary name and rename, so a reader never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=str, allow_nan=True))
+    os.replace(temporary, path)
 
 
 def is_complete(directory: Path, marker: str) -> bool:

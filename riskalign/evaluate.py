@@ -27,10 +27,10 @@ log = logging.getLogger("riskalign.evaluate")
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import transformers
 
+    from riskalign.artifacts import write_json_atomic
     from riskalign.config_checks import check_local_path
     from riskalign.data.loading import load_data
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
-    from riskalign.evaluation.report import write_json_atomic
     from riskalign.evaluation.win_rate import win_rate
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.resolve import distinct_prompts, ensure_world, model_source

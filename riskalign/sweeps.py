@@ -18,7 +18,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from riskalign.evaluation.report import write_json_atomic
+from riskalign.artifacts import write_json_atomic
 
 log = logging.getLogger(__name__)
 

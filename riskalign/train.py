@@ -91,12 +91,13 @@ def train(
     import transformers
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+    from riskalign.artifacts import write_json_atomic
     from riskalign.data.loading import load_data
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation
-    from riskalign.evaluation.report import print_closing_table, write_json_atomic
+    from riskalign.evaluation.report import print_closing_table
     from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from rich.progress import Progress
 
-from riskalign.artifacts import build_atomically, is_complete
+from riskalign.artifacts import build_atomically, is_complete, write_json_atomic
 from riskalign.config_checks import ConfigError
 from riskalign.evaluation.sampling import sample_completions
 from riskalign.rewards import RewardModel
@@ -123,12 +122,6 @@ def _usable(chosen: str, rejected: str) -> bool:
     return bool(chosen.strip()) and bool(rejected.strip()) and chosen != rejected
 
 
-def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload))
-    os.replace(temporary, path)
-
-
 def generate_pairs(
     model,
     tokenizer,
@@ -161,7 +154,7 @@ def generate_pairs(
                 seed = settings.seed * 1_000_003 + split_index * 10_007 + shard_index
                 shard = _shard_pairs(model, tokenizer, chunk, reward, settings, seed, progress,
                                      task)
-                _write_atomic(path, {"prompts": len(chunk), **shard})
+                write_json_atomic(path, {"prompts": len(chunk), **shard})
     return build_atomically(
         dataset_dir, DATASET_MARKER, lambda staging: _assemble(shard_files, settings, staging)
     )

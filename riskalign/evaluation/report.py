@@ -1,21 +1,9 @@
-"""A run's result files: summary.json (written atomically) and the closing table."""
+"""A run's closing table: reference vs trained policy on held-out prompts."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write to a temporary name and rename, so a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str, allow_nan=True))
-    os.replace(temporary, path)
 
 
 def closing_table(reference: dict[str, float], final: dict[str, float]) -> Table:
