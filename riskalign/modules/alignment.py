@@ -11,14 +11,14 @@ from transformers import PreTrainedModel
 
 from riskalign.evaluation.sampling import position_ids
 from riskalign.models.loading import freeze
-from riskalign.modules.common import FrozenReferenceCheckpoints, adamw_with_warmup
+from riskalign.modules.common import FrozenReference, adamw_with_warmup
 
 log = logging.getLogger(__name__)
 
 PROGRESS_BAR_METRICS = ("loss", "rewards/accuracies", "rewards/margins")
 
 
-class AlignmentModule(FrozenReferenceCheckpoints, LightningModule):
+class AlignmentModule(FrozenReference, LightningModule):
     """One forward per model per step on the stacked [2B, T] batch, then the objective.
 
     The reference is frozen: eval mode, no gradients, outside the optimizer and
@@ -50,12 +50,6 @@ class AlignmentModule(FrozenReferenceCheckpoints, LightningModule):
             "Objective needs input-embedding gradients (Wasserstein penalty): feeding "
             "inputs_embeds and using eager attention (was %s) for double backprop", current
         )
-
-    def train(self, mode: bool = True) -> AlignmentModule:
-        super().train(mode)
-        if self.reference is not None:
-            self.reference.eval()  # Lightning calls .train() on the whole module
-        return self
 
     def _logits(
         self, model: PreTrainedModel, batch: dict[str, torch.Tensor], embeds: torch.Tensor | None

@@ -1,5 +1,5 @@
-"""What every riskalign LightningModule shares: the optimizer, and a reference kept out of
-checkpoints."""
+"""What every riskalign LightningModule shares: the optimizer, and a frozen reference that
+stays in eval mode and out of checkpoints."""
 
 from __future__ import annotations
 
@@ -26,11 +26,18 @@ def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str,
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-class FrozenReferenceCheckpoints:
-    """Mixin for a LightningModule with a frozen `self.reference`: checkpoints omit its
-    weights (it is rebuilt from its config) and loading puts them back."""
+class FrozenReference:
+    """Mixin for a LightningModule with a frozen `self.reference` (or None): it stays in
+    eval mode whatever Lightning switches, checkpoints omit its weights (it is rebuilt
+    from its config) and loading puts them back."""
 
     reference: torch.nn.Module | None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()  # Lightning calls .train() on the whole module
+        return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]

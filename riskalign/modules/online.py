@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from riskalign.evaluation.sampling import position_ids, sample_batch
+from riskalign.evaluation.statistics import lower_tail_mean
 from riskalign.models.loading import freeze
-from riskalign.modules.common import FrozenReferenceCheckpoints, adamw_with_warmup
+from riskalign.modules.common import FrozenReference, adamw_with_warmup
 from riskalign.objectives.functional import soft_risk_keep
 from riskalign.objectives.online import OnlineSettings
 from riskalign.objectives.ppo import (
@@ -100,7 +101,7 @@ def response_logps(logits: Tensor, input_ids: Tensor, prompt_width: int) -> Tens
     return torch.log_softmax(predicting, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-class OnlineRLModule(FrozenReferenceCheckpoints, LightningModule):
+class OnlineRLModule(FrozenReference, LightningModule):
     """PPO / RA-RLHF. `total_iterations` is M of the soft-risk schedule (trainer.max_steps)."""
 
     def __init__(
@@ -141,11 +142,6 @@ class OnlineRLModule(FrozenReferenceCheckpoints, LightningModule):
     def progress_step(self) -> int:
         """Evaluation curves count PPO iterations, not optimizer steps."""
         return self.iteration
-
-    def train(self, mode: bool = True) -> OnlineRLModule:
-        super().train(mode)
-        self.reference.eval()  # Lightning calls .train() on the whole module
-        return self
 
     def _sampling_generator(self) -> torch.Generator:
         if self._generator is None or self._generator.device != self.device:
@@ -249,11 +245,10 @@ class OnlineRLModule(FrozenReferenceCheckpoints, LightningModule):
     def _log_iteration(self, batch: PPOBatch, keep: int, kept_kl: float,
                        update_stats: dict[str, float]) -> None:
         scores = batch.rollout.scores
-        worst = torch.sort(scores).values[: max(1, int(0.1 * len(scores) + 0.999999))]
         metrics = {
             "ppo/iteration": float(self.iteration),
             "ppo/reward_mean": float(scores.mean()),
-            "ppo/reward_cvar": float(worst.mean()),  # CVaR_0.1: mean of the worst 10 %
+            "ppo/reward_cvar": lower_tail_mean(scores, 0.1),  # CVaR_0.1: the worst 10 %
             "ppo/kl": kept_kl,
             "ppo/kl_all": float(batch.kl.sum(1).mean()),
             "ppo/kl_coef": self.kl_controller.value,
