@@ -29,26 +29,23 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     from riskalign.artifacts import write_json_atomic
     from riskalign.config_checks import check_local_path
-    from riskalign.data.loading import load_data
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
     from riskalign.evaluation.win_rate import win_rate
     from riskalign.models.loading import load_causal_lm, load_tokenizer
-    from riskalign.resolve import distinct_prompts, ensure_world, model_source
+    from riskalign.resolve import ensure_world, held_out_prompts, load_configured_data, model_source
 
     check_local_path(str(cfg.policy), "policy")
     settings = EvalSettings.from_config(cfg.eval)
     transformers.logging.set_verbosity_error()
     world = ensure_world(cfg)
     tokenizer = load_tokenizer(str(cfg.policy))
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    splits, kind = load_data(data_cfg, tokenizer, path=str(world.dataset_dir) if world else None)
-    held_out = splits["eval"]
-    count = cfg.eval.num_prompts
-    available = len(held_out) if kind == "references" else len(distinct_prompts(held_out))
-    if count > available:
+    splits, kind = load_configured_data(cfg, world, tokenizer)
+    held_out, count = splits["eval"], cfg.eval.num_prompts
+    if kind == "references" and count > len(held_out):  # every row counts, as in AlpacaEval
         raise ConfigError(
-            f"eval.num_prompts={count} exceeds the {available} prompts of the held-out split"
+            f"eval.num_prompts={count} exceeds the {len(held_out)} prompts of the held-out split"
         )
+    prompts = None if kind == "references" else held_out_prompts(held_out, count)
     reward = instantiate(cfg.reward)
     policy = load_causal_lm(str(cfg.policy), cfg.model.dtype, cfg.model.attn_implementation)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -61,14 +58,13 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         with (run_dir / "samples.jsonl").open("w") as handle:
             handle.writelines(json.dumps(sample) + "\n" for sample in samples)
     else:
-        prompts = distinct_prompts(held_out)[:count]
         source = model_source(cfg, world)
         reference = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
         summary = evaluate_samples(policy, reference, tokenizer, prompts, reward, settings)
         result["reference_model"] = source
     result.update(summary)
     write_json_atomic(run_dir / "evaluation.json", result)
-    log.info("%s", {k: v for k, v in summary.items()})
+    log.info("%s", summary)
     log.info("Evaluation written to %s", run_dir / "evaluation.json")
     return result
 

@@ -28,16 +28,19 @@ def make_pairs(cfg: DictConfig) -> Path:
     settings = PairSettings.from_config(OmegaConf.to_container(cfg.pairs, resolve=True))
     import transformers
 
-    from riskalign.data.loading import load_data
     from riskalign.models.loading import load_causal_lm, load_tokenizer
-    from riskalign.resolve import distinct_prompts, ensure_world, model_source
+    from riskalign.resolve import (
+        distinct_prompts,
+        ensure_world,
+        load_configured_data,
+        model_source,
+    )
 
     transformers.logging.set_verbosity_error()
     world = ensure_world(cfg)
     source = model_source(cfg, world)
     tokenizer = load_tokenizer(source)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    splits, _ = load_data(data_cfg, tokenizer, path=str(world.dataset_dir) if world else None)
+    splits, _ = load_configured_data(cfg, world, tokenizer)
     prompts = {"train": distinct_prompts(splits["train"]), "test": distinct_prompts(splits["eval"])}
     reward = instantiate(cfg.reward)
     model = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)

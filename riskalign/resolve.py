@@ -35,6 +35,15 @@ def check_world_model(cfg: DictConfig) -> None:
         )
 
 
+def load_configured_data(cfg: DictConfig, world, tokenizer):
+    """The checked standard-column splits of `cfg.data` and their kind; the embedded world
+    supplies its dataset directory as the path. Generates nothing (see data.generated)."""
+    from riskalign.data.loading import load_data
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    return load_data(data_cfg, tokenizer, path=str(world.dataset_dir) if world else None)
+
+
 def model_source(cfg: DictConfig, world) -> str:
     """What policy and reference load from: `model.init_from` (an SFT checkpoint) if set,
     else `model.name_or_path`; `world` is the embedded world's model; a .gguf file is

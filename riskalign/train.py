@@ -92,7 +92,6 @@ def train(
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     from riskalign.artifacts import write_json_atomic
-    from riskalign.data.loading import load_data
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
@@ -102,7 +101,13 @@ def train(
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
     from riskalign.modules.online import OnlineRLModule
-    from riskalign.resolve import distinct_prompts, ensure_world, held_out_prompts, model_source
+    from riskalign.resolve import (
+        distinct_prompts,
+        ensure_world,
+        held_out_prompts,
+        load_configured_data,
+        model_source,
+    )
 
     transformers.logging.set_verbosity_error()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -115,15 +120,16 @@ def train(
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     if online:
-        splits, _ = load_data(_as_prompt_source(cfg), tokenizer,
-                              path=str(world.dataset_dir) if world else None)
+        # the prompts only: an online run samples its own episodes, even from a data config
+        # whose source is `generated`
+        splits, _ = load_configured_data(cfg, world, tokenizer)
         prompts = held_out_prompts(splits["eval"], cfg.eval.num_prompts)
         iterations = int(trainer_kwargs["max_steps"])
         datamodule = PromptDataModule(distinct_prompts(splits["train"]), settings.batch_size,
                                       iterations, cfg.seed)
         pair_batches = None
     else:
-        splits, kind = _training_data(cfg, kind, world, source, tokenizer, reward_model)
+        splits = _training_data(cfg, world, source, tokenizer, reward_model)
         datamodule = PreferenceDataModule(
             splits,
             tokenizer,
@@ -235,28 +241,20 @@ def training_kind(cfg: DictConfig, online: bool = False) -> str:
     return kind
 
 
-def _as_prompt_source(cfg: DictConfig) -> dict[str, Any]:
-    """The data config as a source of prompts: an online run generates no pairs."""
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    if data_cfg["source"] == "generated":
-        data_cfg["source"] = "path"
-    return data_cfg
-
-
-def _training_data(cfg: DictConfig, kind: str, world, source: str, tokenizer, reward_model):
+def _training_data(cfg: DictConfig, world, source: str, tokenizer, reward_model):
     """Train/eval splits in the standard columns, loaded (and generated) as the config says."""
     from riskalign.data.generated import ensure_generated_pairs
     from riskalign.data.loading import load_data
+    from riskalign.resolve import load_configured_data
 
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    splits, _ = load_data(data_cfg, tokenizer, path=str(world.dataset_dir) if world else None)
+    splits, _ = load_configured_data(cfg, world, tokenizer)
     if cfg.data.source != "generated":
-        return splits, kind
+        return splits
     pairs = ensure_generated_pairs(cfg, source, splits, tokenizer, reward_model())
-    generated = {**data_cfg, "format": "preference", "subset": None,
-                 "train_split": "train", "eval_split": "test"}
+    generated = {**OmegaConf.to_container(cfg.data, resolve=True), "format": "preference",
+                 "subset": None, "train_split": "train", "eval_split": "test"}
     splits, _ = load_data(generated, tokenizer, path=str(pairs))
-    return splits, kind
+    return splits
 
 
 if __name__ == "__main__":
