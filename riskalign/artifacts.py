@@ -49,10 +49,16 @@ def build_atomically(
     try:
         info = build(staging)
         (staging / marker).write_text(json.dumps(info, indent=2, default=str))
-        if directory.exists():  # an incomplete leftover of a crashed build
-            log.warning("Replacing incomplete artifact %s", directory)
-            shutil.rmtree(directory)
-        staging.rename(directory)
+        if directory.exists() and not is_complete(directory, marker):
+            log.warning("Replacing incomplete artifact %s", directory)  # a crashed build's
+            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            staging.rename(directory)
+        except OSError:
+            if not is_complete(directory, marker):
+                raise
+            # another process (a DDP rank, a sweep job) finished the same build first
+            log.info("Artifact %s was built concurrently; keeping that copy", directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory

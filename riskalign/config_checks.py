@@ -71,6 +71,9 @@ def check_config(cfg: DictConfig) -> None:
         _require("generate" in data, "data.source=generated needs a data.generate block")
         PairSettings.from_config(data.generate, key="data.generate")
     _check_model_paths(cfg)
+    from riskalign.models.lora import lora_settings
+
+    lora_settings(cfg.model)
     from riskalign.resolve import check_world_model
 
     check_world_model(cfg)

@@ -85,6 +85,12 @@ def train(
         if kind == "prompts":  # raw text has no chosen/rejected rows: SFT trains on every row
             objective_params["rows"] = "all"
         objective = objectives.build(**objective_params)
+    if cfg.reference.cache and (online or objective.requires_reference_logits):
+        raise ConfigError(
+            f"reference.cache=true cannot serve objective={cfg.objective.name}: it reads the "
+            "reference's full distribution at every token, not cached sequence log-probs; "
+            "set reference.cache=false"
+        )
 
     # Heavy imports only once the config is known to be sound.
     import lightning
@@ -98,7 +104,7 @@ def train(
     from riskalign.evaluation.callback import AlignmentEvaluation
     from riskalign.evaluation.report import print_closing_table
     from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
-    from riskalign.models.loading import load_causal_lm, load_tokenizer
+    from riskalign.models.loading import LazyReference, load_policy, load_reference, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
     from riskalign.modules.online import OnlineRLModule
     from riskalign.resolve import (
@@ -143,26 +149,24 @@ def train(
         )
         prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
         datamodule.setup("fit")
-        pair_batches = datamodule.eval_dataloader()
     reward = reward_model()
 
-    policy = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
-    # Evaluation measures drift against the reference even when the objective ignores it;
-    # training runs it only for objectives that need it.
-    reference = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
+    policy = load_policy(source, cfg.model)
     if online:
+        reference = load_reference(source, cfg.model, policy)
         module = OnlineRLModule(
             policy, reference, tokenizer, reward, settings, optim, iterations,
             gradient_clip_val=trainer_kwargs.pop("gradient_clip_val", None), seed=cfg.seed,
         )
         # one training step is one PPO iteration of several optimizer steps
         trainer_kwargs.update(max_steps=-1, max_epochs=1)
+        eval_reference = reference
     else:
-        module = AlignmentModule(
-            policy, reference if objective.requires_reference else None, objective, optim
-        )
+        train_reference, eval_reference = _references(cfg, source, policy, objective, datamodule)
+        module = AlignmentModule(policy, train_reference, objective, optim)
+        pair_batches = datamodule.eval_dataloader()  # with the cached log-probs, if any
     evaluation = AlignmentEvaluation(
-        reference,
+        eval_reference if cfg.eval.kl else None,
         tokenizer,
         prompts,
         reward,
@@ -170,6 +174,7 @@ def train(
         pair_batches=pair_batches,
         num_pairs=cfg.eval.num_pairs,
         every_n_steps=cfg.eval.every_n_steps,
+        offload_reference=isinstance(eval_reference, LazyReference),
     )
     loggers = build_loggers(cfg, run_dir, group=cfg.logger.wandb.group or sweep_group,
                             name=cfg.logger.wandb.name or job_name or run_dir.name)
@@ -207,6 +212,44 @@ def train(
     print_closing_table(summary["reference"], summary["final"])
     log.info("Run written to %s", run_dir)
     return summary
+
+
+def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
+    """(training's reference or None, the evaluation's reference) of an offline objective.
+
+    With reference.cache the training reads cached log-probabilities: the reference is
+    built only to fill a missing cache, and the evaluation gets one that loads at its
+    first KL measurement (LoRA: the adapter-disabled policy, which costs nothing).
+    """
+    from riskalign.models.loading import LazyReference, load_causal_lm, load_reference
+    from riskalign.models.lora import lora_settings
+    from riskalign.reference_cache import attach_reference_logps
+
+    if not (cfg.reference.cache and objective.requires_reference):
+        reference = load_reference(source, cfg.model, policy)
+        return (reference if objective.requires_reference else None), reference
+    attach_reference_logps(
+        datamodule, source, cfg.model, Path(cfg.paths.cache_dir) / "reference",
+        lambda: load_reference(source, cfg.model, policy), _compute_device(cfg.trainer),
+    )
+    if lora_settings(cfg.model):
+        return None, load_reference(source, cfg.model, policy)
+    model = cfg.model
+    return None, LazyReference(
+        lambda: load_causal_lm(source, model.dtype, model.attn_implementation)
+    )
+
+
+def _compute_device(trainer_cfg: DictConfig):
+    """Where a pass before training (the reference cache) runs: this process's GPU if the
+    trainer uses one, else the CPU."""
+    import os
+
+    import torch
+
+    if trainer_cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def training_kind(cfg: DictConfig, online: bool = False) -> str:

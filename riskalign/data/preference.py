@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
@@ -54,7 +54,8 @@ def collate_pairs(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str
     """Stack B pairs into 2B right-padded rows, chosen rows first.
 
     Returns input_ids, attention_mask and labels [2B, T]; labels are the input
-    ids with prompt and padding positions set to -100 (not yet shifted).
+    ids with prompt and padding positions set to -100 (not yet shifted). Examples
+    that carry cached `reference_logps` (chosen, rejected) add them as [2B].
     """
     rows, prompt_lengths = [], []
     for key in ("chosen_ids", "rejected_ids"):
@@ -70,7 +71,11 @@ def collate_pairs(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str
         input_ids[index, : len(row)] = tokens
         attention_mask[index, : len(row)] = 1
         labels[index, prompt_length : len(row)] = tokens[prompt_length:]
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if "reference_logps" in examples[0]:
+        cached = torch.tensor([example["reference_logps"] for example in examples])
+        batch["reference_logps"] = torch.cat([cached[:, 0], cached[:, 1]])
+    return batch
 
 
 def tokenize_text(
@@ -157,19 +162,44 @@ class PreferenceDataModule(LightningDataModule):
 
         return held_out_prompts(self.splits["eval"], count)
 
+    def attach_reference_logps(self, logps: dict[str, torch.Tensor]) -> None:
+        """Give every pair its cached (chosen, rejected) reference log-probabilities."""
+        assert self.tokenized is not None, "call setup() first"
+        for split, values in logps.items():
+            dataset = self.tokenized[split]
+            if len(values) != len(dataset):
+                raise ValueError(f"reference log-probs for {len(values)} pairs, but split "
+                                 f"{split!r} has {len(dataset)}")
+            if "reference_logps" in dataset.column_names:
+                dataset = dataset.remove_columns("reference_logps")
+            self.tokenized[split] = dataset.add_column("reference_logps", values.tolist())
+
+    def ordered_loader(self, split: str) -> DataLoader:
+        """Every example of `split` once, in dataset order (eval_batch_size per batch)."""
+        return self._loader(split, self.eval_batch_size, shuffle=False)
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         assert self.tokenized is not None, "call setup() first"
+        dataset = self.tokenized[split]
         return DataLoader(
-            self.tokenized[split],
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=self._shuffled_sampler(dataset) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=partial(
                 collate_text if self.kind == "prompts" else collate_pairs,
                 pad_token_id=self.tokenizer.pad_token_id,
             ),
         )
+
+    def _shuffled_sampler(self, dataset) -> DistributedSampler:
+        """One seeded permutation per epoch whatever the number of processes: process r of
+        W takes its every W-th element, so W processes with batch b see, step by step,
+        the same pairs as one process with batch W·b."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                  seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -46,27 +46,29 @@ class EvalSettings:
 
 def evaluate_samples(
     policy: PreTrainedModel,
-    reference: PreTrainedModel,
+    reference: PreTrainedModel | None,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     reward: RewardModel,
     settings: EvalSettings,
 ) -> dict[str, float]:
-    """Sample one completion per prompt (seeded), score it, and measure its KL drift."""
+    """Sample one completion per prompt (seeded), score it, and measure its KL drift
+    (NaN without a reference)."""
     rewards, kls = [], []
     batches = settings.sample(policy, tokenizer, prompts)
     with Progress(transient=True) as progress:
         task = progress.add_task("eval: sampling", total=len(prompts))
         for batch in batches:
             rewards.append(reward.score(batch.completions))
-            kls.append(sampled_sequence_kl(policy, reference, batch).cpu())
+            if reference is not None:
+                kls.append(sampled_sequence_kl(policy, reference, batch).cpu())
             progress.advance(task, len(batch.prompts))
-    reward_values, kl_values = torch.cat(rewards), torch.cat(kls)
+    reward_values = torch.cat(rewards)
     result = {
         "reward_mean": reward_values.mean().item(),
         "reward_tail": lower_tail_mean(reward_values, settings.tail_fraction),
         "reward_below_threshold": (reward_values < settings.tail_threshold).float().mean().item(),
-        "kl": kl_values.mean().item(),
+        "kl": torch.cat(kls).mean().item() if kls else float("nan"),
     }
     if settings.prompt_tail_threshold is not None:
         result.update(prompt_tail(prompts, reward_values, reward, settings.prompt_tail_threshold))

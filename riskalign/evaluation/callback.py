@@ -20,7 +20,11 @@ class AlignmentEvaluation(Callback):
     """Evaluates before training, every `every_n_steps` optimizer steps, and at the end.
 
     Each evaluation appends a point {step, reward_mean, reward_tail, kl, ...} to
-    `self.curve` and logs it under `eval/...` to every logger.
+    `self.curve` and logs it under `eval/...` to every logger. With `reference`
+    None, KL is not measured (NaN). `offload_reference` moves a reference that only
+    the evaluation uses back to the CPU after each evaluation, so training keeps
+    the accelerator's memory. Under DDP or FSDP every process evaluates the same
+    prompts (sharded weights need every process in each forward); rank 0 logs.
     """
 
     def __init__(
@@ -33,8 +37,10 @@ class AlignmentEvaluation(Callback):
         pair_batches: Any | None,
         num_pairs: int,
         every_n_steps: int | None = None,
+        offload_reference: bool = False,
     ) -> None:
-        self.reference = freeze(reference)
+        self.reference = None if reference is None else freeze(reference)
+        self.offload_reference = offload_reference
         self.tokenizer = tokenizer
         self.prompts = prompts
         self.reward = reward
@@ -51,7 +57,8 @@ class AlignmentEvaluation(Callback):
         started = time.perf_counter()
         was_training = module.training
         module.eval()
-        self.reference.to(module.device)
+        if self.reference is not None:
+            self.reference.to(module.device)
         point: dict[str, float] = {"step": step}
         point.update(
             evaluate_samples(
@@ -62,6 +69,8 @@ class AlignmentEvaluation(Callback):
         if self.pair_batches is not None:
             point.update(self._pair_metrics(module))
         module.train(was_training)
+        if self.offload_reference and self.reference is not None:
+            self.reference.to("cpu")
         self.curve.append(point)
         metrics = {f"eval/{name}": value for name, value in point.items() if name != "step"}
         for logger in trainer.loggers:

@@ -54,3 +54,71 @@ def freeze(model: PreTrainedModel) -> PreTrainedModel:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def load_policy(source: str, model_cfg) -> PreTrainedModel:
+    """The trainable policy: gradient checkpointing and LoRA adapters as the model config says.
+
+    Checkpointing is non-reentrant, so double backprop (the WDPO penalty) runs through it.
+    """
+    from riskalign.models.lora import add_lora, lora_settings
+
+    policy = load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation)
+    if model_cfg.get("gradient_checkpointing", False):
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.config.use_cache = False  # a KV cache is useless when activations are recomputed
+    lora = lora_settings(model_cfg)
+    return add_lora(policy, lora) if lora else policy
+
+
+def load_reference(source: str, model_cfg, policy: PreTrainedModel):
+    """The frozen reference: with LoRA the policy's adapter-disabled forward (no second copy
+    of the weights), otherwise a second, frozen load of the same checkpoint."""
+    from riskalign.models.lora import AdapterDisabledReference, lora_settings
+
+    if lora_settings(model_cfg):
+        return AdapterDisabledReference(policy)
+    return freeze(load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation))
+
+
+class ReferenceView:
+    """A callable reference that is not a module of its own (the weights belong to the policy,
+    or load later): the mode, gradient and device calls made on a reference are no-ops."""
+
+    def eval(self) -> ReferenceView:
+        return self
+
+    def train(self, mode: bool = True) -> ReferenceView:
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> ReferenceView:
+        return self
+
+    def to(self, *args, **kwargs) -> ReferenceView:
+        return self
+
+
+class LazyReference(ReferenceView):
+    """A reference model loaded at its first call: the evaluation's reference in a run whose
+    training reads cached log-probabilities, so a run that never evaluates KL never loads it."""
+
+    def __init__(self, load) -> None:
+        self._load = load
+        self._model: PreTrainedModel | None = None
+        self._device: torch.device | str = "cpu"
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def __call__(self, *args, **kwargs):
+        if self._model is None:
+            log.info("Loading the reference model for evaluation")
+            self._model = freeze(self._load()).to(self._device)
+        return self._model(*args, **kwargs)
+
+    def to(self, device) -> LazyReference:
+        self._device = device
+        if self._model is not None:
+            self._model.to(device)
+        return self

@@ -23,7 +23,9 @@ class AlignmentModule(FrozenReference, LightningModule):
 
     The reference is frozen: eval mode, no gradients, outside the optimizer and
     left out of checkpoints (it is rebuilt from its config). It is None for
-    objectives that never look at it (SimPO, SFT).
+    objectives that never look at it (SimPO, SFT), and when batches carry the
+    reference's cached sequence log-probabilities (`reference_logps`, see
+    riskalign.reference_cache); with LoRA it is the policy's adapter-disabled view.
     """
 
     def __init__(
@@ -71,19 +73,26 @@ class AlignmentModule(FrozenReference, LightningModule):
         if self.objective.requires_input_embeddings:
             embeds = self.policy.get_input_embeddings()(batch["input_ids"])
         policy_logits = self._logits(self.policy, batch, embeds)
-        ref_logits = None
-        if self.reference is not None:
+        ref_logits, ref_logps = None, batch.get("reference_logps")
+        if self.objective.requires_reference and ref_logps is None:
+            if self.reference is None:
+                raise RuntimeError(f"objective {self.objective.name!r} needs the reference, "
+                                   "but there is neither a reference model nor cached log-probs")
             with torch.no_grad():
                 ref_logits = self._logits(self.reference, batch, None)
         extra = {"inputs_embeds": embeds} if embeds is not None else {}
-        return self.objective.loss_from_logits(policy_logits, ref_logits, labels, **extra)
+        return self.objective.loss_from_logits(
+            policy_logits, ref_logits, labels, ref_logps=ref_logps, **extra
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.loss_and_metrics(batch)
         pairs = batch["input_ids"].size(0) // 2
+        # under DDP, log means over every process's pairs
+        distributed = self._trainer is not None and self.trainer.world_size > 1
         for name, value in metrics.items():
             self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR_METRICS,
-                     batch_size=pairs)
+                     batch_size=pairs, sync_dist=distributed)
         return loss
 
     def configure_optimizers(self):

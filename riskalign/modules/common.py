@@ -29,9 +29,13 @@ def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str,
 class FrozenReference:
     """Mixin for a LightningModule with a frozen `self.reference` (or None): it stays in
     eval mode whatever Lightning switches, checkpoints omit its weights (it is rebuilt
-    from its config) and loading puts them back."""
+    from its config) and loading puts them back.
 
-    reference: torch.nn.Module | None
+    The reference may also be a view that owns no weights (a LoRA policy with its
+    adapter disabled): then there is nothing to leave out or put back.
+    """
+
+    reference: Any
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -45,6 +49,6 @@ class FrozenReference:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.reference is not None:
+        if isinstance(self.reference, torch.nn.Module):
             for key, value in self.reference.state_dict().items():
                 checkpoint["state_dict"][REFERENCE_PREFIX + key] = value

@@ -24,11 +24,16 @@ class Objective(ABC):
 
     name: the registry entry; config: the resolved parameters (plain nested
     dicts, what `build(name, **config)` takes back). requires_reference: the
-    caller must pass ref_logits. requires_input_embeddings: the caller must
-    pass the policy's input embeddings (a penalty differentiates through them).
+    caller must pass the reference's sequence log-probabilities, as ref_logits
+    or as precomputed ref_logps. requires_reference_logits: only ref_logits
+    will do (token-level drift needs the reference's whole distribution at
+    every position), so its log-probabilities cannot be cached.
+    requires_input_embeddings: the caller must pass the policy's input
+    embeddings (a penalty differentiates through them).
     """
 
     requires_reference: bool = True
+    requires_reference_logits: bool = False
     requires_input_embeddings: bool = False
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
@@ -43,12 +48,15 @@ class Objective(ABC):
         labels: Tensor,
         *,
         inputs_embeds: Tensor | None = None,
+        ref_logps: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """(scalar loss with grad, detached scalar metrics) from one forward of each model.
 
         policy_logits, ref_logits: [2B, T, V], chosen rows 0..B−1, rejected rows
         B..2B−1; labels: [2B, T] aligned with the logits, −100 ignored.
         inputs_embeds: [2B, T, D], only when requires_input_embeddings.
+        ref_logps: [2B] precomputed reference sequence log-probabilities, in
+        place of ref_logits (the reference cache); ignored when ref_logits is given.
         """
 
     def __repr__(self) -> str:
@@ -79,6 +87,7 @@ class PreferenceObjective(Objective):
             )
         )
         self.requires_reference = config["link"]["name"] != "simpo" or self._drift is not None
+        self.requires_reference_logits = self._drift is not None
         self.requires_input_embeddings = config["penalty"]["name"] is not None
 
     def loss_from_logits(
@@ -88,9 +97,14 @@ class PreferenceObjective(Objective):
         labels: Tensor,
         *,
         inputs_embeds: Tensor | None = None,
+        ref_logps: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.requires_reference and ref_logits is None:
-            raise ValueError(f"objective {self.name!r} needs ref_logits")
+        if self.requires_reference_logits and ref_logits is None:
+            raise ValueError(
+                f"objective {self.name!r} measures token-level drift: it needs ref_logits"
+            )
+        if self.requires_reference and ref_logits is None and ref_logps is None:
+            raise ValueError(f"objective {self.name!r} needs ref_logits or ref_logps")
         if self.requires_input_embeddings and inputs_embeds is None:
             raise ValueError(
                 f"objective {self.name!r} has a penalty and needs inputs_embeds [2B, T, D]"
@@ -103,7 +117,12 @@ class PreferenceObjective(Objective):
             policy_logits, ref_logits, labels, self._drift, chunk_size=config["chunk_size"]
         )
 
-        policy, ref = stats.policy_logps, stats.ref_logps
+        policy = stats.policy_logps
+        ref = stats.ref_logps
+        if ref_logits is None and ref_logps is not None:
+            ref = ref_logps.to(policy.dtype)
+        if ref is not None and ref.shape != policy.shape:
+            raise ValueError(f"ref_logps {tuple(ref.shape)} must be [2B] = {tuple(policy.shape)}")
         if link["name"] == "simpo" or link["length_normalize"]:
             lengths = stats.lengths.clamp(min=1).to(policy.dtype)
             policy = policy / lengths
@@ -156,6 +175,7 @@ class SFTObjective(Objective):
         labels: Tensor,
         *,
         inputs_embeds: Tensor | None = None,
+        ref_logps: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.config["rows"] == "chosen":
             if policy_logits.dim() != 3 or policy_logits.shape[0] % 2:

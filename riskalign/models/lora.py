@@ -1,0 +1,122 @@
+"""LoRA policies whose reference is the same base model with the adapter switched off.
+
+With `model.lora.enabled` the policy is the base model plus low-rank adapters, and
+only the adapters train. The base weights never change, so the frozen reference is
+the policy itself with its adapters disabled: one copy of the weights in memory
+instead of two.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from riskalign.config_checks import ConfigError
+from riskalign.models.loading import ReferenceView
+
+log = logging.getLogger(__name__)
+
+
+def lora_settings(model_cfg: Any) -> dict[str, Any] | None:
+    """The model config's LoRA block as plain values, or None when LoRA is off."""
+    lora = model_cfg.get("lora") if hasattr(model_cfg, "get") else None
+    if not lora or not lora.get("enabled", False):
+        return None
+    rank, alpha, dropout = lora["rank"], lora["alpha"], lora["dropout"]
+    if not isinstance(rank, int) or rank < 1:
+        raise ConfigError(f"model.lora.rank={rank!r} is invalid: must be an integer >= 1")
+    if not alpha > 0:
+        raise ConfigError(f"model.lora.alpha={alpha!r} is invalid: must be > 0")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.lora.dropout={dropout!r} is out of range: must be in [0, 1)")
+    targets = lora["target_modules"]
+    if isinstance(targets, str):
+        targets = [targets]
+    if not targets:
+        raise ConfigError(
+            "model.lora.target_modules is empty: name the modules to adapt, e.g. [q_proj, v_proj]"
+        )
+    return {"r": rank, "lora_alpha": alpha, "lora_dropout": dropout,
+            "target_modules": list(targets)}
+
+
+def add_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Module:
+    """Wrap `model` in trainable LoRA adapters; the base weights are frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [target for target in settings["target_modules"] if target not in names]
+    if missing:
+        raise ConfigError(
+            f"model.lora.target_modules: {missing} not found in {type(model).__name__}; "
+            f"its linear layers include: {', '.join(sorted(_linear_names(model)))}"
+        )
+    policy = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **settings))
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in policy.parameters())
+    log.info("LoRA: %d of %d parameters train (%.2f%%)", trainable, total, 100 * trainable / total)
+    return policy
+
+
+def _linear_names(model: torch.nn.Module) -> set[str]:
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+    }
+
+
+class AdapterDisabledReference(ReferenceView):
+    """The frozen reference of a LoRA policy: the policy's forward with adapters disabled.
+
+    Not an nn.Module on purpose: it owns no weights, so nothing registers, saves or
+    optimizes them twice. Each call runs the base model in eval mode (no dropout)
+    without gradients, and puts the policy's mode back.
+    """
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        self.policy = policy
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.no_grad(), self.policy.disable_adapter():
+                return self.policy(*args, **kwargs)
+        finally:
+            self.policy.train(was_training)
+
+
+def merge_adapter(adapter_dir: Path, output_dir: Path, base: str | None = None) -> Path:
+    """Write a full HF checkpoint: the base model with the adapter at `adapter_dir` merged in.
+
+    `base` overrides the base model recorded in the adapter's config (e.g. when the
+    checkpoint has moved). The output is written atomically with the tokenizer, if the
+    adapter directory has one.
+    """
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from riskalign.artifacts import build_atomically
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter_dir} has no adapter_config.json: not a LoRA policy directory")
+    if Path(output_dir).exists():
+        raise ConfigError(f"{output_dir} already exists: merge into a new directory")
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    base = base or config.base_model_name_or_path
+
+    def build(staging: Path) -> dict[str, Any]:
+        model = AutoModelForCausalLM.from_pretrained(base)
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+        merged.save_pretrained(staging)
+        if (adapter_dir / "tokenizer_config.json").is_file():
+            AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(staging)
+        return {"adapter": str(adapter_dir), "base": base}
+
+    return build_atomically(Path(output_dir), "merged.json", build)
+

@@ -1,0 +1,186 @@
+"""Reference sequence log-probabilities computed once, cached on disk, reused by later runs.
+
+Objectives that see the reference only through log π_ref(y|x) of whole sequences
+(DPO and its links and reducers, KLDPO, WDPO) can train without the reference
+model: one pass over the tokenized train and eval splits computes those numbers,
+and batches carry them from then on. The cache is keyed by a hash of everything
+that changes them: the reference model (its source, a fingerprint of its files,
+dtype and attention kernel) and the exact token ids of every split (so the
+dataset, the tokenizer, max_length and max_prompt_length all count). The file is
+written atomically and its SHA-256 is recorded in the marker; a file that does
+not match (truncated, overwritten) is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import DatasetDict
+
+from riskalign.artifacts import build_atomically, is_complete, read_marker
+
+log = logging.getLogger(__name__)
+
+LOGPS_FILE = "logps.pt"
+MARKER = "reference_logps.json"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf")
+
+
+def model_identity(source: str, dtype: str, attn_implementation: str) -> dict[str, Any]:
+    """What determines the reference's outputs: for a local directory, its files' content."""
+    from riskalign.models.gguf import fingerprint
+
+    identity: dict[str, Any] = {"source": source, "dtype": dtype,
+                                "attn_implementation": attn_implementation}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        identity["files"] = {
+            file.name: fingerprint(file)
+            for file in sorted(path.iterdir())
+            if file.is_file() and file.name.endswith(_WEIGHT_SUFFIXES)
+        }
+    return identity
+
+
+def data_digest(tokenized: DatasetDict) -> str:
+    """SHA-256 of the token ids of every split and column, as stored (Arrow buffers)."""
+    digest = hashlib.sha256()
+    for split in sorted(tokenized):
+        table = tokenized[split].data.table
+        digest.update(f"{split}:{table.num_rows}".encode())
+        for name in sorted(table.column_names):
+            column = table.column(name).combine_chunks()
+            offsets = column.offsets.to_numpy()
+            digest.update(name.encode())
+            digest.update((offsets - offsets[0]).tobytes())
+            digest.update(column.flatten().to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(identity: dict[str, Any], tokenized: DatasetDict) -> str:
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    digest.update(data_digest(tokenized).encode())
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_cache(directory: Path) -> dict[str, torch.Tensor] | None:
+    """The cached log-probabilities, or None when the cache is absent, partial or corrupt."""
+    if not is_complete(directory, MARKER):
+        return None
+    marker = read_marker(directory, MARKER)
+    file = directory / LOGPS_FILE
+    if not file.is_file() or file.stat().st_size != marker["bytes"] \
+            or file_sha256(file) != marker["sha256"]:
+        log.warning("Reference cache %s does not match its marker (truncated or changed): "
+                    "rebuilding it", directory)
+        return None
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def ensure_reference_logps(
+    directory: Path,
+    compute: Callable[[], dict[str, torch.Tensor]],
+    info: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """(log-probabilities per split, whether the cache was hit).
+
+    `compute` runs only on a miss; it returns {split: [pairs, 2] (chosen, rejected)}.
+    """
+    cached = read_cache(directory)
+    if cached is not None:
+        log.info("Reference log-probabilities: cache hit at %s", directory)
+        return cached, True
+    if is_complete(directory, MARKER):  # a marker over a bad file: the build would keep it
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def build(staging: Path) -> dict[str, Any]:
+        logps = compute()
+        file = staging / LOGPS_FILE
+        torch.save(logps, file)
+        return {**info, "rows": {split: len(value) for split, value in logps.items()},
+                "bytes": file.stat().st_size, "sha256": file_sha256(file)}
+
+    build_atomically(directory, MARKER, build)
+    logps = read_cache(directory)
+    if logps is None:
+        raise RuntimeError(f"reference cache {directory} was written but does not verify")
+    return logps, False
+
+
+@torch.no_grad()
+def compute_sequence_logps(
+    reference: Callable[..., Any],
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    total: int | None = None,
+    description: str = "reference log-probs",
+) -> torch.Tensor:
+    """[pairs, 2] log π_ref(chosen), log π_ref(rejected) of chosen-first pair batches, in order."""
+    from tqdm.auto import tqdm
+
+    from riskalign.evaluation.sampling import position_ids
+    from riskalign.objectives.functional import sequence_logps
+
+    rows = []
+    for batch in tqdm(batches, total=total, desc=description, leave=False):
+        batch = {key: value.to(device) for key, value in batch.items()}
+        logits = reference(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=position_ids(batch["attention_mask"]),
+        ).logits
+        logps = sequence_logps(logits[:, :-1], batch["labels"][:, 1:])
+        chosen, rejected = logps.chunk(2)
+        rows.append(torch.stack([chosen, rejected], dim=1).cpu())
+    return torch.cat(rows) if rows else torch.empty(0, 2)
+
+
+def attach_reference_logps(
+    datamodule: Any,
+    source: str,
+    model_cfg: Any,
+    cache_root: Path,
+    load_reference: Callable[[], Any],
+    device: torch.device,
+) -> bool:
+    """Give the data module's pairs their reference log-probabilities, from the cache or
+    from one pass of the reference (built only then); returns whether the cache was hit."""
+    identity = model_identity(source, model_cfg.dtype, model_cfg.attn_implementation)
+    key = cache_key(identity, datamodule.tokenized)
+
+    def compute() -> dict[str, torch.Tensor]:
+        reference = load_reference().to(device)
+        started = time.perf_counter()
+        logps = {
+            split: compute_sequence_logps(
+                reference, datamodule.ordered_loader(split), device,
+                total=len(datamodule.ordered_loader(split)),
+                description=f"reference log-probs ({split})",
+            )
+            for split in datamodule.tokenized
+        }
+        log.info("Reference log-probabilities of %s pairs computed in %.1fs",
+                 {split: len(value) for split, value in logps.items()},
+                 time.perf_counter() - started)
+        return logps
+
+    logps, hit = ensure_reference_logps(cache_root / key, compute,
+                                        {"key": key, "identity": identity})
+    datamodule.attach_reference_logps(logps)
+    return hit
