@@ -162,6 +162,10 @@ def attach_reference_logps(
     """Give the data module's pairs their reference log-probabilities, from the cache or
     from one pass of the reference (built only then); returns whether the cache was hit."""
     identity = model_identity(source, model_cfg.dtype, model_cfg.attn_implementation)
+    # the token ids capture truncation already; the settings also count, so that a changed
+    # setting never reuses a cache even where it happens to leave every sequence alone
+    identity["tokenization"] = {"max_length": datamodule.max_length,
+                                "max_prompt_length": datamodule.max_prompt_length}
     key = cache_key(identity, datamodule.tokenized)
 
     def compute() -> dict[str, torch.Tensor]:

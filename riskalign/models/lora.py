@@ -54,7 +54,12 @@ def add_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Modul
             f"model.lora.target_modules: {missing} not found in {type(model).__name__}; "
             f"its linear layers include: {', '.join(sorted(_linear_names(model)))}"
         )
-    policy = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **settings))
+    # GPT-2's Conv1D layers store their weight transposed; peft must be told
+    conv1d = any(type(module).__name__ == "Conv1D" and name.rsplit(".", 1)[-1] in
+                 settings["target_modules"] for name, module in model.named_modules())
+    policy = get_peft_model(
+        model, LoraConfig(task_type="CAUSAL_LM", fan_in_fan_out=conv1d, **settings)
+    )
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     total = sum(p.numel() for p in policy.parameters())
     log.info("LoRA: %d of %d parameters train (%.2f%%)", trainable, total, 100 * trainable / total)
