@@ -74,6 +74,9 @@ def check_config(cfg: DictConfig) -> None:
     from riskalign.models.lora import lora_settings
 
     lora_settings(cfg.model)
+    from riskalign.strategies import check_strategy
+
+    check_strategy(cfg.trainer.get("strategy"))
     from riskalign.resolve import check_world_model
 
     check_world_model(cfg)

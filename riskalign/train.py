@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import time
 import warnings
@@ -32,6 +33,8 @@ def main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        _pin_process_launches_to_this_job(hydra_cfg)
     try:
         train(
             cfg,
@@ -44,6 +47,19 @@ def main(cfg: DictConfig) -> None:
             raise  # Hydra marks the job failed, RecordFailures writes it down, the sweep goes on
         print(f"riskalign: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _pin_process_launches_to_this_job(hydra_cfg: DictConfig) -> None:
+    """Lightning's DDP launcher starts each extra process by re-running sys.argv with
+    hydra.run.dir set to the config's run dir. Inside a multirun, sys.argv is the whole
+    sweep and hydra.run.dir is not this job's directory: every child would launch the
+    sweep again. So the command line becomes this one job's overrides, and the run dir
+    this job's output directory."""
+    from omegaconf import open_dict, read_write
+
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
 def _sweep_group(hydra_cfg: DictConfig) -> str:
@@ -73,6 +89,11 @@ def train(
     if online:
         settings = OnlineSettings.from_config(objective_params)
         kind = training_kind(cfg, online=True)
+        if cfg.trainer.devices != 1 or cfg.trainer.get("num_nodes", 1) != 1:
+            raise ConfigError(
+                f"trainer.devices={cfg.trainer.devices} is invalid for objective="
+                f"{cfg.objective.name}: PPO and RA-RLHF run on one process; must be 1"
+            )
         accumulate = cfg.trainer.accumulate_grad_batches
         if accumulate != 1:
             raise ConfigError(
@@ -114,6 +135,7 @@ def train(
         load_configured_data,
         model_source,
     )
+    from riskalign.strategies import build_strategy
 
     transformers.logging.set_verbosity_error()
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -124,6 +146,8 @@ def train(
     tokenizer = load_tokenizer(source)
     reward_model = functools.cache(lambda: instantiate(cfg.reward))  # after the data checks
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs["strategy"] = build_strategy(trainer_kwargs.get("strategy"),
+                                                cfg.model.block_class)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     if online:
         # the prompts only: an online run samples its own episodes, even from a data config
@@ -182,16 +206,18 @@ def train(
         **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=loggers,
-        callbacks=[
-            evaluation,
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True),
-            RichProgressBar(leave=True),
-        ],
+        callbacks=[evaluation, RichProgressBar(leave=True)] + (
+            [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)]
+            if trainer_kwargs.get("enable_checkpointing", True) else []
+        ),
     )
+    launch_environment = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
     try:
         trainer.fit(module, datamodule=datamodule)
+        module.save_policy(run_dir / "policy")  # every process: FSDP gathers the weights
+        if not trainer.is_global_zero:
+            return {"final": evaluation.curve[-1]}  # rank 0 writes the run's files
         log_curve(loggers, evaluation.curve)
-        module.save_policy(run_dir / "policy")
         tokenizer.save_pretrained(run_dir / "policy")
         summary = {
             "objective": cfg.objective.name,
@@ -209,6 +235,7 @@ def train(
         write_json_atomic(run_dir / "summary.json", summary)
     finally:
         finish_wandb(loggers)
+        _leave_process_group(launch_environment)
     print_closing_table(summary["reference"], summary["final"])
     log.info("Run written to %s", run_dir)
     return summary
@@ -243,13 +270,30 @@ def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
 def _compute_device(trainer_cfg: DictConfig):
     """Where a pass before training (the reference cache) runs: this process's GPU if the
     trainer uses one, else the CPU."""
-    import os
-
     import torch
 
     if trainer_cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+# Set in this process by Lightning's DDP launcher; a later job that still saw them would
+# take its processes for launched already and wait forever for peers that never start.
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def _leave_process_group(environment: dict[str, str | None]) -> None:
+    """End a DDP/FSDP run's process group and put back the launch variables as they were,
+    so that the next job of a sweep running in this process launches its own."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def training_kind(cfg: DictConfig, online: bool = False) -> str:

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from riskalign.evaluation.sampling import position_ids
 from riskalign.models.loading import freeze
-from riskalign.modules.common import FrozenReference, adamw_with_warmup
+from riskalign.modules.common import FrozenReference, adamw_with_warmup, full_state_dict, unwrap_fsdp
 
 log = logging.getLogger(__name__)
 
@@ -99,4 +99,8 @@ class AlignmentModule(FrozenReference, LightningModule):
         return adamw_with_warmup(self.policy.parameters(), self.optim)
 
     def save_policy(self, directory) -> None:
-        self.policy.save_pretrained(directory)
+        """Write the policy as an HF directory (LoRA: the adapter). Every process must call
+        it: under FSDP the full weights are gathered from all of them; rank 0 writes."""
+        state = full_state_dict(self.policy)
+        if self._trainer is None or self.trainer.is_global_zero:
+            unwrap_fsdp(self.policy).save_pretrained(directory, state_dict=state)

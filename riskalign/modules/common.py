@@ -52,3 +52,23 @@ class FrozenReference:
         if isinstance(self.reference, torch.nn.Module):
             for key, value in self.reference.state_dict().items():
                 checkpoint["state_dict"][REFERENCE_PREFIX + key] = value
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The unsharded weights of an FSDP-wrapped model, gathered to rank 0 on the CPU (a
+    collective: every process calls it); None for a model that is not sharded, whose own
+    state dict is complete."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    if not isinstance(model, FSDP):
+        return None
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+        return model.state_dict()
+
+
+def unwrap_fsdp(model: torch.nn.Module) -> torch.nn.Module:
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    return model.module if isinstance(model, FSDP) else model
