@@ -11,7 +11,12 @@ from transformers import PreTrainedModel
 
 from riskalign.evaluation.sampling import position_ids
 from riskalign.models.loading import freeze
-from riskalign.modules.common import FrozenReference, adamw_with_warmup, full_state_dict, unwrap_fsdp
+from riskalign.modules.common import (
+    FrozenReference,
+    adamw_with_warmup,
+    full_state_dict,
+    unwrap_fsdp,
+)
 
 log = logging.getLogger(__name__)
 
