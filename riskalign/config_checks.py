@@ -76,7 +76,7 @@ def check_config(cfg: DictConfig) -> None:
     lora_settings(cfg.model)
     from riskalign.strategies import check_strategy
 
-    check_strategy(cfg.trainer.get("strategy"))
+    check_strategy(cfg.trainer)
     from riskalign.resolve import check_world_model
 
     check_world_model(cfg)

@@ -19,15 +19,22 @@ from riskalign.config_checks import ConfigError
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")
 DEEPSPEED_STAGES = (2, 3)
+SHARDED_GPU_ONLY = ("fsdp", "deepspeed")  # Lightning runs them on CUDA devices only
 
 
-def check_strategy(strategy: Any) -> None:
-    """Refuse a strategy block that cannot work, before anything loads."""
+def check_strategy(trainer: Any) -> None:
+    """Refuse a trainer.strategy block that cannot work, before anything loads."""
+    strategy = trainer.get("strategy")
     if strategy is None or isinstance(strategy, str):
         return
     name = strategy.get("name")
     if name not in STRATEGIES:
         raise ConfigError(f"trainer.strategy.name={name!r} is not one of: {', '.join(STRATEGIES)}")
+    if name in SHARDED_GPU_ONLY and trainer.get("accelerator") == "cpu":
+        raise ConfigError(
+            f"trainer.strategy.name={name} needs GPUs but trainer.accelerator=cpu: use "
+            "trainer=ddp with trainer.accelerator=cpu to run several CPU processes"
+        )
     if name == "fsdp" and strategy.get("sharding_strategy", "FULL_SHARD") not in FSDP_SHARDING:
         raise ConfigError(
             f"trainer.strategy.sharding_strategy={strategy['sharding_strategy']!r} is not one "

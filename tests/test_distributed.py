@@ -139,13 +139,22 @@ def test_deepspeed_without_the_package_is_refused_in_one_line(monkeypatch):
 @pytest.mark.parametrize(("override", "message"), [
     ("trainer.strategy.stage=1", "trainer.strategy.stage=1 is not one of: 2, 3"),
     ("trainer.strategy.name=horovod", "trainer.strategy.name='horovod' is not one of: ddp"),
+    ("trainer.accelerator=cpu", "trainer.strategy.name=deepspeed needs GPUs but "
+                                "trainer.accelerator=cpu"),
 ])
 def test_bad_strategy_settings_are_refused(override, message, monkeypatch):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as error:
         check_config(compose_config("trainer=deepspeed", override))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_fsdp_on_cpu_is_refused_before_anything_loads():
+    with pytest.raises(ConfigError, match="trainer.strategy.name=fsdp needs GPUs but "
+                                          "trainer.accelerator=cpu: use trainer=ddp"):
+        check_config(compose_config("trainer=fsdp", "trainer.accelerator=cpu"))
 
 
 def test_online_objectives_refuse_more_than_one_device(smoke_env):

@@ -77,3 +77,31 @@ def test_sequence_log_probs_through_the_module_match_a_token_by_token_computatio
                 step_logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
                 expected += torch.log_softmax(step_logits, -1)[ids[t]].item()
         assert abs(got[row].item() - expected) < 1e-4, f"row {row}: {got[row]} != {expected}"
+
+
+def test_non_reentrant_gradient_checkpointing_gives_wdpo_the_same_loss_and_gradient(smoke_world):
+    """WDPO differentiates a gradient (double backprop): checkpointing must not change it."""
+    from omegaconf import OmegaConf
+
+    from riskalign.models.loading import load_policy
+
+    _, world = smoke_world
+    dm = _datamodule(world)
+    dm.setup("fit")
+    batch = next(iter(dm.ordered_loader("train")))
+    results = []
+    for checkpointing in (False, True):
+        model_cfg = OmegaConf.create({"dtype": "float32", "attn_implementation": "eager",
+                                      "gradient_checkpointing": checkpointing})
+        policy = load_policy(str(world.model_dir), model_cfg)
+        assert policy.is_gradient_checkpointing == checkpointing
+        reference = AutoModelForCausalLM.from_pretrained(world.model_dir)
+        module = AlignmentModule(policy, reference, objectives.build("wdpo"), OPTIM).train()
+        loss, metrics = module.loss_and_metrics(batch)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in module.policy.parameters()])
+        results.append((loss.detach(), metrics["penalty/wasserstein"], grads))
+    (loss_a, penalty_a, grads_a), (loss_b, penalty_b, grads_b) = results
+    assert penalty_a > 0
+    assert torch.allclose(loss_a, loss_b, atol=1e-6) and torch.allclose(penalty_a, penalty_b)
+    assert torch.allclose(grads_a, grads_b, atol=1e-5)
