@@ -158,9 +158,11 @@ def attach_reference_logps(
     cache_root: Path,
     load_reference: Callable[[], Any],
     device: torch.device,
-) -> bool:
+) -> dict[str, Any]:
     """Give the data module's pairs their reference log-probabilities, from the cache or
-    from one pass of the reference (built only then); returns whether the cache was hit."""
+    from one pass of the reference (built only then). Returns what the run's summary
+    records: the cache directory, whether it was hit, and the seconds it took."""
+    started = time.perf_counter()
     identity = model_identity(source, model_cfg.dtype, model_cfg.attn_implementation)
     # the token ids capture truncation already; the settings also count, so that a changed
     # setting never reuses a cache even where it happens to leave every sequence alone
@@ -170,7 +172,6 @@ def attach_reference_logps(
 
     def compute() -> dict[str, torch.Tensor]:
         reference = load_reference().to(device)
-        started = time.perf_counter()
         logps = {
             split: compute_sequence_logps(
                 reference, datamodule.ordered_loader(split), device,
@@ -179,12 +180,12 @@ def attach_reference_logps(
             )
             for split in datamodule.tokenized
         }
-        log.info("Reference log-probabilities of %s pairs computed in %.1fs",
-                 {split: len(value) for split, value in logps.items()},
-                 time.perf_counter() - started)
+        log.info("Reference log-probabilities of %s pairs computed",
+                 {split: len(value) for split, value in logps.items()})
         return logps
 
     logps, hit = ensure_reference_logps(cache_root / key, compute,
                                         {"key": key, "identity": identity})
     datamodule.attach_reference_logps(logps)
-    return hit
+    return {"directory": str(cache_root / key), "hit": hit,
+            "seconds": round(time.perf_counter() - started, 2)}

@@ -135,6 +135,7 @@ def train(
         load_configured_data,
         model_source,
     )
+    from riskalign.step_timer import StepTimer
     from riskalign.strategies import build_strategy
 
     transformers.logging.set_verbosity_error()
@@ -184,9 +185,11 @@ def train(
         )
         # one training step is one PPO iteration of several optimizer steps
         trainer_kwargs.update(max_steps=-1, max_epochs=1)
-        eval_reference = reference
+        eval_reference, reference_cache = reference, None
     else:
-        train_reference, eval_reference = _references(cfg, source, policy, objective, datamodule)
+        train_reference, eval_reference, reference_cache = _references(
+            cfg, source, policy, objective, datamodule
+        )
         module = AlignmentModule(policy, train_reference, objective, optim)
         pair_batches = datamodule.eval_dataloader()  # with the cached log-probs, if any
     evaluation = AlignmentEvaluation(
@@ -200,13 +203,15 @@ def train(
         every_n_steps=cfg.eval.every_n_steps,
         offload_reference=isinstance(eval_reference, LazyReference),
     )
+    step_timer = StepTimer()
     loggers = build_loggers(cfg, run_dir, group=cfg.logger.wandb.group or sweep_group,
                             name=cfg.logger.wandb.name or job_name or run_dir.name)
     trainer = lightning.Trainer(
         **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=loggers,
-        callbacks=[evaluation, RichProgressBar(leave=True)] + (
+        # the timer first: its batch-end hook runs before an evaluation does
+        callbacks=[step_timer, evaluation, RichProgressBar(leave=True)] + (
             [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)]
             if trainer_kwargs.get("enable_checkpointing", True) else []
         ),
@@ -224,6 +229,9 @@ def train(
             "run_dir": str(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "steps": getattr(module, "progress_step", trainer.global_step),
+            "timing": step_timer.summary(),
+            "reference_cache": reference_cache,
+            "cuda_peak_gb": _cuda_peak_gb(),
             "reference": evaluation.curve[0],
             "final": evaluation.curve[-1],
             "curve": evaluation.curve,
@@ -242,7 +250,8 @@ def train(
 
 
 def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
-    """(training's reference or None, the evaluation's reference) of an offline objective.
+    """(training's reference or None, the evaluation's reference, the cache's record or None)
+    of an offline objective.
 
     With reference.cache the training reads cached log-probabilities: the reference is
     built only to fill a missing cache, and the evaluation gets one that loads at its
@@ -254,17 +263,25 @@ def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
 
     if not (cfg.reference.cache and objective.requires_reference):
         reference = load_reference(source, cfg.model, policy)
-        return (reference if objective.requires_reference else None), reference
-    attach_reference_logps(
-        datamodule, source, cfg.model, Path(cfg.paths.cache_dir) / "reference",
+        return (reference if objective.requires_reference else None), reference, None
+    cache = attach_reference_logps(
+        datamodule, source, cfg.model, Path(cfg.paths.reference_cache),
         lambda: load_reference(source, cfg.model, policy), _compute_device(cfg.trainer),
     )
     if lora_settings(cfg.model):
-        return None, load_reference(source, cfg.model, policy)
+        return None, load_reference(source, cfg.model, policy), cache
     model = cfg.model
     return None, LazyReference(
         lambda: load_causal_lm(source, model.dtype, model.attn_implementation)
-    )
+    ), cache
+
+
+def _cuda_peak_gb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def _compute_device(trainer_cfg: DictConfig):
