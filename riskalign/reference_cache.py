@@ -134,18 +134,14 @@ def compute_sequence_logps(
     """[pairs, 2] log π_ref(chosen), log π_ref(rejected) of chosen-first pair batches, in order."""
     from tqdm.auto import tqdm
 
-    from riskalign.evaluation.sampling import position_ids
+    from riskalign.models.response_logits import response_layout, response_logits
     from riskalign.objectives.functional import sequence_logps
 
     rows = []
     for batch in tqdm(batches, total=total, desc=description, leave=False):
         batch = {key: value.to(device) for key, value in batch.items()}
-        logits = reference(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=position_ids(batch["attention_mask"]),
-        ).logits
-        logps = sequence_logps(logits[:, :-1], batch["labels"][:, 1:])
+        positions, labels = response_layout(batch["labels"])
+        logps = sequence_logps(response_logits(reference, batch, positions), labels)
         chosen, rejected = logps.chunk(2)
         rows.append(torch.stack([chosen, rejected], dim=1).cpu())
     return torch.cat(rows) if rows else torch.empty(0, 2)

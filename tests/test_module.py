@@ -57,19 +57,29 @@ def test_reference_is_unchanged_by_training_and_absent_from_checkpoints(smoke_wo
     assert any(key.startswith("policy.") for key in state)
 
 
-def test_sequence_log_probs_through_the_module_match_a_token_by_token_computation(smoke_world):
+def test_response_logits_give_each_rows_exact_log_probs(smoke_world):
+    """Logits gathered at response positions (rows with different prompt and response
+    lengths) give the log-probabilities of a token-by-token computation."""
+    from riskalign.models.response_logits import response_layout, response_logits
+
     _, world = smoke_world
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
     model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
-    pair = tokenize_pair(tokenizer, "the movie was", "really good .", "not good at all .",
-                         max_length=32, max_prompt_length=16)
-    batch = collate_pairs([pair], tokenizer.pad_token_id)
-    module = AlignmentModule(model, copy.deepcopy(model), objectives.build("dpo"), OPTIM)
+    pairs = [tokenize_pair(tokenizer, "the movie was", "really good .", "not good at all .",
+                           max_length=32, max_prompt_length=16),
+             tokenize_pair(tokenizer, "i think the plot of this film", "bad .",
+                           "it was a fine and moving story .", max_length=32,
+                           max_prompt_length=16)]
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    positions, labels = response_layout(batch["labels"])
     with torch.no_grad():
-        logits = module._logits(model, batch, None)
-    got = objectives.functional.sequence_logps(logits, batch["labels"][:, 1:])
+        logits = response_logits(model, batch, positions)
+    width = max(len(p[key]) for p in pairs for key in ("chosen_ids", "rejected_ids"))
+    assert logits.shape[:2] == labels.shape == (4, width), "response positions only"
+    got = objectives.functional.sequence_logps(logits, labels)
 
-    for row, response in enumerate((pair["chosen_ids"], pair["rejected_ids"])):
+    rows = [(p, p[key]) for key in ("chosen_ids", "rejected_ids") for p in pairs]
+    for row, (pair, response) in enumerate(rows):
         ids = pair["prompt_ids"] + response
         expected = 0.0
         with torch.no_grad():

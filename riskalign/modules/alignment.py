@@ -9,8 +9,8 @@ import torch
 from lightning import LightningModule
 from transformers import PreTrainedModel
 
-from riskalign.evaluation.sampling import position_ids
 from riskalign.models.loading import freeze
+from riskalign.models.response_logits import response_layout, response_logits
 from riskalign.modules.common import (
     FrozenReference,
     adamw_with_warmup,
@@ -58,33 +58,22 @@ class AlignmentModule(FrozenReference, LightningModule):
             "inputs_embeds and using eager attention (was %s) for double backprop", current
         )
 
-    def _logits(
-        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], embeds: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Logits [2B, T-1, V] aligned with the shifted labels."""
-        inputs = {"input_ids": batch["input_ids"]} if embeds is None else {"inputs_embeds": embeds}
-        out = model(
-            **inputs,
-            attention_mask=batch["attention_mask"],
-            position_ids=position_ids(batch["attention_mask"]),
-        )
-        return out.logits[:, :-1]
-
     def loss_and_metrics(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labels = batch["labels"][:, 1:]
+        """One forward of each model, its logits at response positions only."""
+        positions, labels = response_layout(batch["labels"])
         embeds = None
         if self.objective.requires_input_embeddings:
             embeds = self.policy.get_input_embeddings()(batch["input_ids"])
-        policy_logits = self._logits(self.policy, batch, embeds)
+        policy_logits = response_logits(self.policy, batch, positions, embeds)
         ref_logits, ref_logps = None, batch.get("reference_logps")
         if self.objective.requires_reference and ref_logps is None:
             if self.reference is None:
                 raise RuntimeError(f"objective {self.objective.name!r} needs the reference, "
                                    "but there is neither a reference model nor cached log-probs")
             with torch.no_grad():
-                ref_logits = self._logits(self.reference, batch, None)
+                ref_logits = response_logits(self.reference, batch, positions)
         extra = {"inputs_embeds": embeds} if embeds is not None else {}
         return self.objective.loss_from_logits(
             policy_logits, ref_logits, labels, ref_logps=ref_logps, **extra
