@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-make-run bench-ra-rlhf clean
+.PHONY: install run test lint bench bench-make-run bench-ra-rlhf clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ test: install
 
 lint: install
 	$(PY) -m ruff check riskalign tests experiments
+
+# riskalign vs TRL's DPOTrainer, token-level objectives vs DPO, the risk ratio vs a naive
+# one (TRL is the optional `bench` extra; without it those rows are skipped).
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]" || echo "TRL not installed: its rows will be skipped"
+	$(PY) experiments/bench/bench.py $(ARGS)
 
 bench-make-run: install
 	$(PY) experiments/bench_make_run.py

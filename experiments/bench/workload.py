@@ -33,15 +33,17 @@ class Workload:
 
 def compose(workload: Workload, *overrides: str):
     """The riskalign config of this workload: the embedded world's pairs, `model`, fp32 CPU."""
-    import riskalign  # noqa: F401  (config resolvers)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    import riskalign  # noqa: F401  (config resolvers)
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=[
             f"model={workload.model}", "data=reviews", f"paths.cache_dir={workload.cache_dir}",
             f"seed={workload.seed}", f"data.batch_size={workload.batch_size}",
-            f"data.max_length={workload.max_length}", f"data.max_prompt_length={workload.max_length // 2}",
+            f"data.max_length={workload.max_length}",
+            f"data.max_prompt_length={workload.max_length // 2}",
             *overrides,
         ])
 
