@@ -102,20 +102,45 @@ def bench_model(model: str, args, scratch: Path) -> list[dict]:
     workload = replace(Workload(model=model), batch_size=args.batch_size,
                        timed_steps=args.steps, warmup_steps=args.warmup)
     source, pairs = model_and_pairs(workload)
-    has_trl = trl_available()
-    rows = []
-    for label, side, mode, cache in TRAINING_RUNS:
-        if side == "trl" and not has_trl:
-            print(f"skipping '{label}': TRL is not installed (pip install -e '.[bench]')")
-            continue
-        spec = {"workload": workload.as_dict(), "source": source, "pairs": pairs,
+    runs = [run for run in TRAINING_RUNS if run[1] != "trl" or trl_available()]
+    if len(runs) < len(TRAINING_RUNS):
+        print("skipping the TRL rows: TRL is not installed (pip install -e '.[bench]')")
+
+    def spec(side: str, mode: str, cache: bool) -> dict:
+        return {"workload": workload.as_dict(), "source": source, "pairs": pairs,
                 "side": side, "mode": mode, "cache": cache}
+
+    # The first process on an idle machine runs slower (caches, clocks): an untimed one first.
+    measure(spec("riskalign", "dpo", False), scratch)
+    # Rounds interleave the runs, so that drift in the machine's speed hits all of them.
+    measured: dict[str, list[dict]] = {label: [] for label, *_ in runs}
+    for _ in range(args.rounds):
+        for label, side, mode, cache in runs:
+            measured[label].append(measure(spec(side, mode, cache), scratch))
+    rows = []
+    for label, _side, mode, cache in runs:
         row = {"model": model, "run": label, "cached": cache or mode == "precompute",
-               **measure(spec, scratch)}
+               **merge_rounds(measured[label], workload)}
         row.update(model_flops(source, row))
         print(_format_row(row), flush=True)
         rows.append(row)
     return rows
+
+
+def merge_rounds(results: list[dict], workload: Workload) -> dict:
+    """One row from several rounds: the median over all their timed steps, the largest peak."""
+    import statistics
+
+    failed = [result for result in results if "error" in result]
+    if failed:
+        return failed[0]
+    seconds = [s for result in results for s in result["step_seconds"]]
+    tokens = statistics.fmean(result["tokens_per_step"] for result in results)
+    median = statistics.median(seconds)
+    return {**results[-1], "step_seconds": seconds, "step_seconds_median": median,
+            "pairs_per_second": workload.batch_size / median,
+            "tokens_per_second": tokens / median,
+            "peak_rss_gb": max(result["peak_rss_gb"] for result in results)}
 
 
 def ratios(rows: list[dict]) -> list[tuple[str, float | None]]:
@@ -178,6 +203,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats of all runs")
     parser.add_argument("--vocab", type=int, nargs="+", default=[32768, 49152])
     parser.add_argument("--only", choices=["training", "risk"])
     parser.add_argument("--child", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -191,7 +217,7 @@ def main() -> None:
     if args.only != "risk":
         for model in args.models:
             print(f"\n## {model}: training throughput (batch {args.batch_size} pairs, "
-                  f"{args.steps} timed steps after {args.warmup})\n")
+                  f"{args.rounds} rounds of {args.steps} timed steps after {args.warmup})\n")
             print("| run | pairs/s | tokens/s | step (s, median) | peak RSS (GB) |")
             print("|---|---|---|---|---|")
             rows = bench_model(model, args, scratch)

@@ -182,15 +182,30 @@ def test_chunk_size_does_not_change_anything() -> None:
 # ---- the exact CVaR search against the sort recipe ------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     vocabulary=st.integers(1, 200),
     tail_mass=st.floats(0.001, 1.0),
     rounding=st.sampled_from([None, 0, 1]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
+    radix=st.booleans(),
 )
 def test_cvar_equals_the_sort_recipe(
+    seed: int, vocabulary: int, tail_mass: float, rounding: int | None, dtype: torch.dtype,
+    radix: bool,
+) -> None:
+    """Both threshold searches (radix select, used for large vocabularies, and sorting, used
+    up to 2048 entries) against the recipe, on any vocabulary size."""
+    from unittest import mock
+
+    from riskalign.objectives import tokens
+
+    with mock.patch.object(tokens, "_SORT_AT_MOST", 0 if radix else 1 << 30):
+        _check_cvar_against_the_sort_recipe(seed, vocabulary, tail_mass, rounding, dtype)
+
+
+def _check_cvar_against_the_sort_recipe(
     seed: int, vocabulary: int, tail_mass: float, rounding: int | None, dtype: torch.dtype
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
@@ -206,7 +221,7 @@ def test_cvar_equals_the_sort_recipe(
     )
     tolerance = 1e-9 if dtype == torch.float64 else 2e-4
     torch.testing.assert_close(
-        value.double(), expected, atol=tolerance, rtol=tolerance, msg="radix select != sort"
+        value.double(), expected, atol=tolerance, rtol=tolerance, msg="threshold search != sort"
     )
 
 
