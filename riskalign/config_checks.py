@@ -82,7 +82,7 @@ def check_config(cfg: DictConfig) -> None:
     check_world_model(cfg)
     for key in ("data.batch_size", "data.eval_batch_size", "data.max_length",
                 "data.max_prompt_length", "eval.num_prompts", "eval.batch_size",
-                "eval.max_new_tokens", "eval.num_pairs"):
+                "eval.max_new_tokens", "eval.num_pairs", "guard.max_consecutive"):
         _positive_int(cfg, key)
     _require(
         data.max_length > data.max_prompt_length,

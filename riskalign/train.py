@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config_checks import ConfigError, check_config
+from riskalign.stops import NumericalGuardError
 
 log = logging.getLogger("riskalign.train")
 # The frozen reference is in eval mode on purpose; Lightning warns about any such module.
@@ -47,6 +48,11 @@ def main(cfg: DictConfig) -> None:
             raise  # Hydra marks the job failed, RecordFailures writes it down, the sweep goes on
         print(f"riskalign: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NumericalGuardError as error:
+        if multirun:
+            raise
+        print(f"riskalign: stopped: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _pin_process_launches_to_this_job(hydra_cfg: DictConfig) -> None:
@@ -124,6 +130,7 @@ def train(
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation
     from riskalign.evaluation.report import print_closing_table
+    from riskalign.guard import NumericalGuard
     from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
     from riskalign.models.loading import LazyReference, load_policy, load_reference, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
@@ -211,7 +218,8 @@ def train(
         default_root_dir=str(run_dir),
         logger=loggers,
         # the timer first: its batch-end hook runs before an evaluation does
-        callbacks=[step_timer, evaluation, RichProgressBar(leave=True)] + (
+        callbacks=[step_timer, NumericalGuard(cfg.guard.max_consecutive), evaluation,
+                   RichProgressBar(leave=True)] + (
             [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)]
             if trainer_kwargs.get("enable_checkpointing", True) else []
         ),

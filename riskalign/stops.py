@@ -1,0 +1,6 @@
+"""Reasons a run stops on its own, importable without torch or Lightning (the entry points
+catch them before anything heavy has loaded)."""
+
+
+class NumericalGuardError(RuntimeError):
+    """Training stopped after `guard.max_consecutive` non-finite steps in a row."""
