@@ -2,30 +2,61 @@
 
 from __future__ import annotations
 
+import logging
+import netrc
+import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+log = logging.getLogger(__name__)
+
 
 def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) -> list[Logger]:
-    """`run_dir/metrics.csv`, and one W&B run per job (offline by default) in `group`."""
+    """`run_dir/metrics.csv`, and one W&B run per job (offline by default) in `group`.
+
+    Logging never stops training: W&B online without credentials, or one that cannot
+    start (no network), logs offline instead and says so once.
+    """
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     settings = cfg.logger.wandb
-    if settings.mode != "disabled":
-        loggers.append(
-            WandbLogger(
-                project=settings.project,
-                entity=settings.entity,
-                group=group,
-                name=name,
-                tags=list(settings.tags),
-                mode=settings.mode,
-                save_dir=str(run_dir),
-                config=OmegaConf.to_container(cfg, resolve=True),
-            )
-        )
+    if settings.mode == "disabled":
+        return loggers
+    mode = settings.mode
+    if mode == "online" and not _wandb_credentials():
+        log.warning("W&B: logger.wandb.mode=online but no API key (WANDB_API_KEY or `wandb "
+                    "login`): logging offline under %s; `wandb sync` uploads it later",
+                    run_dir / "wandb")
+        mode = "offline"
+
+    def wandb_logger(mode: str) -> WandbLogger:
+        return WandbLogger(project=settings.project, entity=settings.entity, group=group,
+                           name=name, tags=list(settings.tags), mode=mode,
+                           save_dir=str(run_dir),
+                           config=OmegaConf.to_container(cfg, resolve=True))
+
+    logger = wandb_logger(mode)
+    if mode == "online":
+        try:
+            logger.experiment  # noqa: B018  (starts the run now, where a failure can be caught)
+        except Exception as error:  # wandb raises several types for network and auth trouble
+            log.warning("W&B: the online run could not start (%s): logging offline under %s",
+                        str(error).splitlines()[0] if str(error) else type(error).__name__,
+                        run_dir / "wandb")
+            logger = wandb_logger("offline")
+    loggers.append(logger)
     return loggers
+
+
+def _wandb_credentials() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` writes it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
 
 
 def finish_wandb(loggers: list[Logger]) -> None:

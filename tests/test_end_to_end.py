@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
@@ -85,3 +86,19 @@ def test_invalid_objective_parameter_is_refused_before_anything_loads(tmp_path):
     result = run_train("objective=radpo", "objective.drift.tail_mass=1.5", env=env)
     _assert_refused(result, "objective.drift.tail_mass=1.5", "(0, 1]")
     assert not (tmp_path / "empty").exists(), "nothing may be built for a refused config"
+
+
+def test_wandb_online_without_credentials_falls_back_to_offline(smoke_env, tmp_path,
+                                                                monkeypatch):
+    home = tmp_path / "home"  # no ~/.netrc, no WANDB_API_KEY
+    home.mkdir()
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    result = run_train("debug=smoke", "logger.wandb.mode=online",
+                       env={**smoke_env, "HOME": str(home)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    assert log.count("W&B: logger.wandb.mode=online but no API key") == 1
+    root = Path(smoke_env["RISKALIGN_OUTPUT_ROOT"])
+    (run_dir,) = [path.parent for path in root.rglob("summary.json")]
+    assert list((run_dir / "wandb").glob("offline-run-*")), "the offline W&B run is missing"
