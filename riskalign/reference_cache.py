@@ -168,14 +168,11 @@ def attach_reference_logps(
 
     def compute() -> dict[str, torch.Tensor]:
         reference = load_reference().to(device)
-        logps = {
-            split: compute_sequence_logps(
-                reference, datamodule.ordered_loader(split), device,
-                total=len(datamodule.ordered_loader(split)),
-                description=f"reference log-probs ({split})",
-            )
-            for split in datamodule.tokenized
-        }
+        logps = {}
+        for split in datamodule.tokenized:
+            loader = datamodule.ordered_loader(split)
+            logps[split] = compute_sequence_logps(reference, loader, device, total=len(loader),
+                                                  description=f"reference log-probs ({split})")
         log.info("Reference log-probabilities of %s pairs computed",
                  {split: len(value) for split, value in logps.items()})
         return logps

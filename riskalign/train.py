@@ -265,8 +265,7 @@ def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
     built only to fill a missing cache, and the evaluation gets one that loads at its
     first KL measurement (LoRA: the adapter-disabled policy, which costs nothing).
     """
-    from riskalign.models.loading import LazyReference, load_causal_lm, load_reference
-    from riskalign.models.lora import lora_settings
+    from riskalign.models.loading import LazyReference, load_reference
     from riskalign.reference_cache import attach_reference_logps
 
     if not (cfg.reference.cache and objective.requires_reference):
@@ -276,12 +275,7 @@ def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
         datamodule, source, cfg.model, Path(cfg.paths.reference_cache),
         lambda: load_reference(source, cfg.model, policy), _compute_device(cfg.trainer),
     )
-    if lora_settings(cfg.model):
-        return None, load_reference(source, cfg.model, policy), cache
-    model = cfg.model
-    return None, LazyReference(
-        lambda: load_causal_lm(source, model.dtype, model.attn_implementation)
-    ), cache
+    return None, LazyReference(lambda: load_reference(source, cfg.model, policy)), cache
 
 
 def _cuda_peak_gb() -> float | None:

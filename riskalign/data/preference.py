@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
+from riskalign.objectives.tokens import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 DATA_KINDS = ("pairs", "prompts")  # what the data module can train on
 
 

@@ -103,18 +103,14 @@ class LazyReference(ReferenceView):
     training reads cached log-probabilities, so a run that never evaluates KL never loads it."""
 
     def __init__(self, load) -> None:
-        self._load = load
+        self._load = load  # () -> a frozen reference, e.g. load_reference
         self._model: PreTrainedModel | None = None
         self._device: torch.device | str = "cpu"
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
 
     def __call__(self, *args, **kwargs):
         if self._model is None:
             log.info("Loading the reference model for evaluation")
-            self._model = freeze(self._load()).to(self._device)
+            self._model = self._load().to(self._device)
         return self._model(*args, **kwargs)
 
     def to(self, device) -> LazyReference:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 
 from riskalign.evaluation.sampling import position_ids
-
-IGNORE_INDEX = -100
+from riskalign.objectives.tokens import IGNORE_INDEX
 
 
 def response_layout(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,8 +86,9 @@ class AlignmentModule(FrozenReference, LightningModule):
         distributed = self._trainer is not None and self.trainer.world_size > 1
         # Each self.log call costs Lightning ~2 ms of bookkeeping (more than a small model's
         # step): the loss every step, the rest only on the steps the loggers write.
+        writes_logs = self._writes_logs()
         for name, value in metrics.items():
-            if name == "loss" or self._writes_logs():
+            if name == "loss" or writes_logs:
                 self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR_METRICS,
                          batch_size=pairs, sync_dist=distributed)
         return loss
