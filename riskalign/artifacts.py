@@ -7,6 +7,7 @@ or a leftover without a marker that the next build replaces.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,11 +20,50 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name beside `path`, flush it to disk, then rename: a reader
+    (or a crash) never sees half a file, and two writers never share a temporary."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write to a temporary name and rename, so a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str, allow_nan=True))
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str, allow_nan=True))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_file(path: Path) -> None:
+    """Push a file written by someone else's code (torch.save) to disk before its marker."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def is_complete(directory: Path, marker: str) -> bool:

@@ -55,6 +55,21 @@ class NumericalGuard(Callback):
                 f"(step {self.last_finite_step}): {finite or 'none'}"
             )
 
+    @property
+    def in_streak(self) -> bool:
+        """Whether the latest step was skipped (a checkpoint now would not be a good one)."""
+        return self.consecutive > 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped_steps": self.skipped_steps, "consecutive": self.consecutive,
+                "last_finite": dict(self.last_finite), "last_finite_step": self.last_finite_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped_steps = state["skipped_steps"]
+        self.consecutive = state["consecutive"]
+        self.last_finite = dict(state["last_finite"])
+        self.last_finite_step = state["last_finite_step"]
+
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: Any) -> None:
         if self.consecutive == 0:
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()

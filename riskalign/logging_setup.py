@@ -49,6 +49,16 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) 
     return loggers
 
 
+def restore_csv_rows(loggers: list[Logger], rows: list[dict[str, str]]) -> None:
+    """Start a resumed run's metrics.csv with the rows it had at its checkpoint; the
+    rows the interrupted attempt logged after it are dropped, as they are logged again."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            writer = logger.experiment  # a new writer removes the file the attempt left
+            writer.metrics = [dict(row) for row in rows]
+            writer.save()
+
+
 def _wandb_credentials() -> bool:
     """An API key in the environment or in ~/.netrc (where `wandb login` writes it)."""
     if os.environ.get("WANDB_API_KEY"):

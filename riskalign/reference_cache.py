@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 
-from riskalign.artifacts import build_atomically, is_complete, read_marker
+from riskalign.artifacts import build_atomically, file_sha256, is_complete, read_marker
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,6 @@ def cache_key(identity: dict[str, Any], tokenized: DatasetDict) -> str:
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     digest.update(data_digest(tokenized).encode())
     return digest.hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_cache(directory: Path) -> dict[str, torch.Tensor] | None:

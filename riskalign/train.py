@@ -87,6 +87,14 @@ def train(
     """
     started = time.perf_counter()
     check_config(cfg)
+    from riskalign.resume import CheckpointSettings, find_resume_point
+
+    checkpointing = CheckpointSettings.from_config(cfg)
+    resume_from = find_resume_point(cfg)  # refuses a bad target before anything loads
+    if resume_from is not None:
+        log.info("Resuming %s from step %d (%s)", resume_from.run_dir, resume_from.step,
+                 resume_from.directory.name)
+        run_dir = resume_from.run_dir  # the run goes on in its own directory
     from riskalign import objectives  # objectives are cheap: build before anything heavy
     from riskalign.objectives.online import OnlineSettings, online_names
 
@@ -122,19 +130,26 @@ def train(
     # Heavy imports only once the config is known to be sound.
     import lightning
     import transformers
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import RichProgressBar
 
     from riskalign.artifacts import write_json_atomic
+    from riskalign.checkpoints import PeriodicCheckpoint
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation
     from riskalign.evaluation.report import print_closing_table
     from riskalign.guard import NumericalGuard
-    from riskalign.logging_setup import build_loggers, finish_wandb, log_curve
+    from riskalign.logging_setup import (
+        build_loggers,
+        finish_wandb,
+        log_curve,
+        restore_csv_rows,
+    )
     from riskalign.models.loading import LazyReference, load_policy, load_reference, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
     from riskalign.modules.online import OnlineRLModule
+    from riskalign.random_state import RandomState
     from riskalign.resolve import (
         distinct_prompts,
         ensure_world,
@@ -142,6 +157,7 @@ def train(
         load_configured_data,
         model_source,
     )
+    from riskalign.resume import saved_metrics_rows
     from riskalign.step_timer import StepTimer
     from riskalign.strategies import build_strategy
 
@@ -211,22 +227,38 @@ def train(
         offload_reference=isinstance(eval_reference, LazyReference),
     )
     step_timer = StepTimer()
+    guard = NumericalGuard(cfg.guard.max_consecutive)
     loggers = build_loggers(cfg, run_dir, group=cfg.logger.wandb.group or sweep_group,
                             name=cfg.logger.wandb.name or job_name or run_dir.name)
+    if resume_from is not None:
+        restore_csv_rows(loggers, saved_metrics_rows(resume_from))
+    checkpoints = None
+    if checkpointing.every_n_steps and trainer_kwargs.get("enable_checkpointing", True):
+        checkpoints = PeriodicCheckpoint(run_dir, checkpointing.every_n_steps,
+                                         checkpointing.keep_last,
+                                         OmegaConf.to_container(cfg, resolve=True), guard)
+    trainer_kwargs["enable_checkpointing"] = checkpoints is not None
     trainer = lightning.Trainer(
         **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=loggers,
-        # the timer first: its batch-end hook runs before an evaluation does
-        callbacks=[step_timer, NumericalGuard(cfg.guard.max_consecutive), evaluation,
-                   RichProgressBar(leave=True)] + (
-            [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)]
-            if trainer_kwargs.get("enable_checkpointing", True) else []
-        ),
+        # the timer first: its batch-end hook runs before an evaluation does; Lightning
+        # runs checkpoints last, after that step's evaluation
+        callbacks=[step_timer, guard, evaluation, RandomState(), RichProgressBar(leave=True)]
+        + ([checkpoints] if checkpoints else []),
     )
     launch_environment = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
     try:
-        trainer.fit(module, datamodule=datamodule)
+        try:
+            trainer.fit(module, datamodule=datamodule,
+                        ckpt_path=resume_from.state_file if resume_from else None,
+                        weights_only=True)
+        except NumericalGuardError as error:
+            kept = (checkpoints.last_saved if checkpoints else None) or resume_from
+            raise NumericalGuardError(
+                f"{error}; last good checkpoint: "
+                f"{kept.directory if kept else 'none (none written yet)'}"
+            ) from None
         module.save_policy(run_dir / "policy")  # every process: FSDP gathers the weights
         if not trainer.is_global_zero:
             return {"final": evaluation.curve[-1]}  # rank 0 writes the run's files
@@ -237,6 +269,7 @@ def train(
             "run_dir": str(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "steps": getattr(module, "progress_step", trainer.global_step),
+            "resumed_from": str(resume_from.directory) if resume_from else None,
             "timing": step_timer.summary(),
             "reference_cache": reference_cache,
             "cuda_peak_gb": _cuda_peak_gb(),

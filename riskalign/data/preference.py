@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
+from riskalign.data.resumable import ResumableLoader, ResumableSampler
 from riskalign.objectives.tokens import IGNORE_INDEX
 
 DATA_KINDS = ("pairs", "prompts")  # what the data module can train on
@@ -179,27 +180,27 @@ class PreferenceDataModule(LightningDataModule):
         return self._loader(split, self.eval_batch_size, shuffle=False)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        """Batches of `split`: shuffled (and resumable mid-epoch) for training, else in order."""
         assert self.tokenized is not None, "call setup() first"
         dataset = self.tokenized[split]
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=self._shuffled_sampler(dataset) if shuffle else None,
-            num_workers=self.num_workers,
-            collate_fn=partial(
-                collate_text if self.kind == "prompts" else collate_pairs,
-                pad_token_id=self.tokenizer.pad_token_id,
-            ),
-        )
+        collate = partial(collate_text if self.kind == "prompts" else collate_pairs,
+                          pad_token_id=self.tokenizer.pad_token_id)
+        if not shuffle:
+            return DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers,
+                              collate_fn=collate,
+                              generator=torch.Generator().manual_seed(self.seed))
+        return ResumableLoader(dataset, sampler=self._shuffled_sampler(dataset), seed=self.seed,
+                               batch_size=batch_size, num_workers=self.num_workers,
+                               collate_fn=collate)
 
-    def _shuffled_sampler(self, dataset) -> DistributedSampler:
+    def _shuffled_sampler(self, dataset) -> ResumableSampler:
         """One seeded permutation per epoch whatever the number of processes: process r of
         W takes its every W-th element, so W processes with batch b see, step by step,
         the same pairs as one process with batch W·b."""
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                  seed=self.seed)
+        return ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -7,6 +7,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from riskalign.config_checks import ConfigError
+from riskalign.data.resumable import ResumableLoader, ResumableSampler
 
 
 def prompt_schedule(count: int, batch_size: int, iterations: int, seed: int) -> list[int]:
@@ -33,5 +34,8 @@ class PromptDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         order = prompt_schedule(len(self.prompts), self.batch_size, self.iterations, self.seed)
-        return DataLoader([self.prompts[i] for i in order], batch_size=self.batch_size,
-                          shuffle=False, collate_fn=list)
+        scheduled = [self.prompts[i] for i in order]
+        # in schedule order; resumable part-way through after a checkpoint
+        in_order = ResumableSampler(scheduled, num_replicas=1, rank=0, shuffle=False)
+        return ResumableLoader(scheduled, sampler=in_order, seed=self.seed,
+                               batch_size=self.batch_size, collate_fn=list)

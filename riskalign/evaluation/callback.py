@@ -95,8 +95,14 @@ class AlignmentEvaluation(Callback):
             )
         return {f"pairs/{name}": value for name, value in pair_metrics.items()}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": [dict(point) for point in self.curve]}  # the curve so far
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve = [dict(point) for point in state["curve"]]
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._evaluate(trainer, pl_module)
+        self._evaluate(trainer, pl_module)  # a resumed run has this step's point already
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         every = self.every_n_steps

@@ -33,11 +33,12 @@ def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str,
 
 class FrozenReference:
     """Mixin for a LightningModule with a frozen `self.reference` (or None): it stays in
-    eval mode whatever Lightning switches, checkpoints omit its weights (it is rebuilt
-    from its config) and loading puts them back.
+    eval mode whatever Lightning switches, and checkpoints omit every frozen weight
+    (the reference's; with LoRA, the base model's), which the run rebuilds from its
+    config; loading puts them back from the live module.
 
     The reference may also be a view that owns no weights (a LoRA policy with its
-    adapter disabled): then there is nothing to leave out or put back.
+    adapter disabled): then the frozen base weights are the only ones left out.
     """
 
     reference: Any
@@ -48,15 +49,20 @@ class FrozenReference:
             self.reference.eval()  # Lightning calls .train() on the whole module
         return self
 
+    def _frozen_state_keys(self) -> list[str]:
+        return [key for key, value in self.state_dict(keep_vars=True).items()
+                if key.startswith(REFERENCE_PREFIX)
+                or (isinstance(value, torch.nn.Parameter) and not value.requires_grad)]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(REFERENCE_PREFIX)]:
-            del state[key]
+        for key in self._frozen_state_keys():
+            state.pop(key, None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if isinstance(self.reference, torch.nn.Module):
-            for key, value in self.reference.state_dict().items():
-                checkpoint["state_dict"][REFERENCE_PREFIX + key] = value
+        live = self.state_dict()
+        for key in self._frozen_state_keys():
+            checkpoint["state_dict"][key] = live[key]
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:

@@ -133,6 +133,7 @@ class OnlineRLModule(FrozenReference, LightningModule):
         self.iteration = 0
         self.seed = seed
         self._generator: torch.Generator | None = None
+        self._generator_state: Tensor | None = None  # from a checkpoint, until first use
 
     @property
     def policy(self) -> PreTrainedModel:
@@ -146,6 +147,9 @@ class OnlineRLModule(FrozenReference, LightningModule):
     def _sampling_generator(self) -> torch.Generator:
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        if self._generator_state is not None:
+            self._generator.set_state(self._generator_state)
+            self._generator_state = None
         return self._generator
 
     def keep_count(self) -> int:
@@ -271,13 +275,15 @@ class OnlineRLModule(FrozenReference, LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["ppo"] = {"iteration": self.iteration,
-                             "kl_controller": self.kl_controller.state_dict()}
+                             "kl_controller": self.kl_controller.state_dict(),
+                             "sampling_generator": self._sampling_generator().get_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if "ppo" in checkpoint:
             self.iteration = checkpoint["ppo"]["iteration"]
             self.kl_controller.load_state_dict(checkpoint["ppo"]["kl_controller"])
+            self._generator_state = checkpoint["ppo"].get("sampling_generator")
 
 
 def _disable_dropout(model: nn.Module) -> None:

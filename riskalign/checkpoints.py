@@ -1,0 +1,185 @@
+"""Periodic checkpoints that a run resumes from exactly (conf: checkpoint, resume).
+
+    <run>/checkpoints/step-00000040/
+        state.ckpt      Lightning's checkpoint: trainable weights, optimizer, scheduler,
+                        loop counters, the data loader's position, and the callbacks'
+                        state (random generators, evaluation curve so far, guard counters)
+        metrics.csv     the run's metrics.csv as it was at this step
+        complete.json   written last: step, config, size and SHA-256 of each file
+
+A checkpoint is built in a staging directory and renamed into place, so a crash
+leaves it whole or absent; readers trust only a directory with its marker, and
+check the sizes (and, before loading, the hashes) it records. The frozen reference
+is never saved: the run rebuilds it from its config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from riskalign.artifacts import file_sha256, fsync_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "state.ckpt"
+METRICS_FILE = "metrics.csv"
+MARKER = "complete.json"
+STEP_PREFIX = "step-"
+
+
+def step_directory(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS_DIR / f"{STEP_PREFIX}{step:08d}"
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A complete checkpoint on disk, as its marker describes it."""
+
+    directory: Path
+    step: int
+    config: dict[str, Any]
+    files: dict[str, dict[str, Any]]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory.parent.parent
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def verify(self) -> None:
+        """Raise CorruptCheckpoint unless every file has the recorded size and SHA-256."""
+        for name, expected in self.files.items():
+            path = self.directory / name
+            if not path.is_file() or path.stat().st_size != expected["bytes"]:
+                raise CorruptCheckpoint(f"{path} is missing or truncated")
+            if file_sha256(path) != expected["sha256"]:
+                raise CorruptCheckpoint(f"{path} does not match its recorded SHA-256")
+
+
+class CorruptCheckpoint(RuntimeError):
+    pass
+
+
+def read_checkpoint(directory: Path) -> SavedCheckpoint | None:
+    """The checkpoint in `directory` if it is complete (marker present, sizes right)."""
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+        saved = SavedCheckpoint(directory, int(marker["step"]), marker["config"],
+                                marker["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    sizes_match = all((directory / name).is_file()
+                      and (directory / name).stat().st_size == info["bytes"]
+                      for name, info in saved.files.items())
+    return saved if sizes_match else None
+
+
+def complete_checkpoints(run_dir: Path) -> list[SavedCheckpoint]:
+    """The run's complete checkpoints, oldest step first."""
+    root = run_dir / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [read_checkpoint(path) for path in root.glob(f"{STEP_PREFIX}*") if path.is_dir()]
+    return sorted((saved for saved in found if saved is not None), key=lambda s: s.step)
+
+
+class PeriodicCheckpoint(Checkpoint):
+    """Writes a checkpoint every `every_n_steps` steps (PPO: iterations), after that
+    step's evaluation, and keeps the newest `keep_last`.
+
+    Two phases: the state at the end of step k, then, when step k+1 starts (or
+    training ends), the metrics file, which by then holds step k's row (Lightning
+    logs a step's metrics after its batch-end hooks), and the marker. A crash in
+    between leaves a staging directory that no reader trusts.
+
+    No checkpoint is taken right after a step the numerical guard skipped, so the
+    ones kept are good to resume from when the guard stops the run.
+    """
+
+    def __init__(self, run_dir: Path, every_n_steps: int, keep_last: int,
+                 config: dict[str, Any], guard: Any = None) -> None:
+        self.run_dir = run_dir
+        self.every_n_steps = every_n_steps
+        self.keep_last = keep_last
+        self.config = config
+        self.guard = guard
+        self.last_saved: SavedCheckpoint | None = None
+        self._last_step = 0
+        self._pending: tuple[int, Path] | None = None  # (step, staging) awaiting phase 2
+
+    def on_train_batch_start(self, trainer: Trainer, *args: Any) -> None:
+        self._finish(trainer)
+
+    def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
+        self._finish(trainer)
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: Any) -> None:
+        step = int(getattr(module, "progress_step", trainer.global_step))
+        if step == self._last_step or step % self.every_n_steps:
+            return  # gradient accumulation: several batches end on the same step
+        self._last_step = step
+        if self.guard is not None and self.guard.in_streak:
+            log.warning("checkpoint at step %d not written: the step was skipped as "
+                        "non-finite", step)
+            return
+        self._save_state(trainer, step)
+
+    def _save_state(self, trainer: Trainer, step: int) -> None:
+        staging = _staging(step_directory(self.run_dir, step))  # the same path on every rank
+        if trainer.is_global_zero:
+            shutil.rmtree(staging, ignore_errors=True)  # a crashed attempt's leftovers
+            staging.mkdir(parents=True)
+        trainer.strategy.barrier("riskalign-checkpoint-staging")
+        trainer.save_checkpoint(staging / STATE_FILE)  # every rank: sharded states gather
+        self._pending = (step, staging)
+
+    def _finish(self, trainer: Trainer) -> None:
+        if self._pending is None:
+            return
+        step, staging = self._pending
+        self._pending = None
+        if not trainer.is_global_zero:
+            return
+        _flush_csv_loggers(trainer)
+        metrics = self.run_dir / METRICS_FILE
+        if metrics.is_file():
+            shutil.copyfile(metrics, staging / METRICS_FILE)
+        files = {}
+        for path in sorted(staging.iterdir()):
+            fsync_file(path)
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        write_json_atomic(staging / MARKER, {"step": step, "config": self.config,
+                                             "files": files})
+        target = step_directory(self.run_dir, step)
+        if target.exists():  # an interrupted attempt's checkpoint of the same step
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        self.last_saved = read_checkpoint(target)
+        log.info("checkpoint: step %d written to %s", step, target)
+        for old in complete_checkpoints(self.run_dir)[: -self.keep_last]:
+            shutil.rmtree(old.directory, ignore_errors=True)
+
+
+def _staging(target: Path) -> Path:
+    return target.with_name(f".partial-{target.name}")
+
+
+def _flush_csv_loggers(trainer: Trainer) -> None:
+    """Write the metrics the CSV logger still holds, so the copy saved with the
+    checkpoint has every row up to this step."""
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            logger.save()

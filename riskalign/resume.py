@@ -1,0 +1,157 @@
+"""Which checkpoint a run resumes from (conf: `resume`), checked before anything loads.
+
+    resume=null                 start a new run
+    resume=<run dir>            continue that run from its newest complete checkpoint
+    resume=<run dir>/checkpoints/step-00000040   ... from that checkpoint
+    resume=auto                 continue the newest unfinished run under
+                                paths.output_root with this same config; start a
+                                new one if there is none (a requeued job's command)
+
+A resumed run writes into the run directory it continues, so that directory ends
+up with the one complete metrics.csv, curve, summary and policy. The config must
+be the one the checkpoint was written with, apart from the keys below, which do
+not change what is computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from riskalign.checkpoints import (
+    CHECKPOINTS_DIR,
+    MARKER,
+    METRICS_FILE,
+    CorruptCheckpoint,
+    SavedCheckpoint,
+    complete_checkpoints,
+    read_checkpoint,
+)
+from riskalign.config_checks import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Keys a resumed run may change: where files go, how it logs, how often it checkpoints.
+FREE_KEYS = ("resume", "paths", "logger", "checkpoint", "guard")
+SUMMARY_FILE = "summary.json"
+SKIPPED_WHEN_SEARCHING = {"wandb", "policy", ".hydra", CHECKPOINTS_DIR}
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    every_n_steps: int | None
+    keep_last: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> CheckpointSettings:
+        every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
+                                  or every < 1):
+            raise ConfigError(f"checkpoint.every_n_steps={every!r} is invalid: must be null "
+                              "(no checkpoints) or an integer > 0")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"checkpoint.keep_last={keep!r} is invalid: must be an integer > 0")
+        return cls(every, keep)
+
+
+def find_resume_point(cfg: DictConfig) -> SavedCheckpoint | None:
+    """The checkpoint `cfg.resume` names, or None for a new run; refuses in one line a
+    resume target without a complete checkpoint or written with another config."""
+    target = cfg.resume
+    if target is None:
+        return None
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if target == "auto":
+        saved = _newest_unfinished_match(Path(cfg.paths.output_root), current)
+        if saved is None:
+            log.info("resume=auto: no unfinished run with this config under %s: starting a "
+                     "new run", cfg.paths.output_root)
+        return saved
+    path = Path(str(target)).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"resume={target!r} is not a directory: give a run directory, one "
+                          "of its checkpoints/step-N, or auto")
+    if (path / SUMMARY_FILE).is_file():
+        raise ConfigError(f"resume={target!r} is a finished run ({SUMMARY_FILE} written): "
+                          "nothing to resume")
+    saved = _newest_intact([read_checkpoint(path)] if (path / MARKER).is_file()
+                           else complete_checkpoints(path))
+    if saved is None:
+        raise ConfigError(f"resume={target!r} has no complete checkpoint (checkpoints/step-N "
+                          f"with its {MARKER}): nothing to resume; checkpoints are written "
+                          "every checkpoint.every_n_steps steps")
+    difference = _first_difference(saved.config, current)
+    if difference is not None:
+        raise ConfigError(f"resume={target!r} was written with another config: {difference}; "
+                          "resume with the run's own overrides")
+    return saved
+
+
+def _newest_intact(saved: list[SavedCheckpoint | None]) -> SavedCheckpoint | None:
+    """The newest checkpoint whose files match their hashes; a corrupt one is passed over
+    with a warning (it was complete once: the disk or someone changed it since)."""
+    for candidate in reversed([s for s in saved if s is not None]):
+        try:
+            candidate.verify()
+            return candidate
+        except CorruptCheckpoint as error:
+            log.warning("resume: skipping checkpoint %s: %s", candidate.directory, error)
+    return None
+
+
+def _newest_unfinished_match(root: Path, current: dict[str, Any]) -> SavedCheckpoint | None:
+    candidates = []
+    for run_dir in _run_dirs_with_checkpoints(root):
+        if (run_dir / SUMMARY_FILE).is_file():
+            continue  # finished: nothing to resume
+        saved = complete_checkpoints(run_dir)
+        if saved and _first_difference(saved[-1].config, current) is None:
+            candidates.append(saved)
+    candidates.sort(key=lambda run: (run[-1].step, run[-1].directory.stat().st_mtime))
+    for run in reversed(candidates):
+        intact = _newest_intact(run)
+        if intact is not None:
+            return intact
+    return None
+
+
+def _run_dirs_with_checkpoints(root: Path) -> list[Path]:
+    """Directories under `root` holding checkpoints/, not descending into run contents."""
+    found = []
+    for directory, subdirectories, _ in os.walk(root):
+        if CHECKPOINTS_DIR in subdirectories:
+            found.append(Path(directory))
+        subdirectories[:] = [name for name in subdirectories
+                             if name not in SKIPPED_WHEN_SEARCHING]
+    return found
+
+
+def _first_difference(saved: Any, current: Any, path: str = "") -> str | None:
+    """'key (checkpoint: a, now: b)' for the first key whose value differs, else None."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current), key=str):
+            if key in FREE_KEYS and not path:
+                continue
+            inner = _first_difference(saved.get(key), current.get(key),
+                                      f"{path}.{key}" if path else str(key))
+            if inner is not None:
+                return inner
+        return None
+    if saved != current:
+        return f"{path or 'config'} (checkpoint: {saved!r}, now: {current!r})"
+    return None
+
+
+def saved_metrics_rows(saved: SavedCheckpoint) -> list[dict[str, str]]:
+    """The rows metrics.csv had when the checkpoint was written."""
+    path = saved.directory / METRICS_FILE
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,141 @@
+"""Checkpoints and resume: a run killed with SIGKILL and resumed ends bit-identical to one
+that was never interrupted; incomplete or corrupt checkpoints are never trusted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_train
+
+# 63 training pairs in batches of 8: 8 steps an epoch, so step 4 is mid-epoch and
+# step 8 the epoch's last batch.
+RUN = ("debug=smoke", "trainer.max_steps=12", "checkpoint.every_n_steps=4",
+       "checkpoint.keep_last=3", "eval.every_n_steps=4", "trainer.log_every_n_steps=1")
+
+
+def _start(overrides, env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "riskalign.train", *overrides], cwd=REPO,
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+
+def _kill_once_written(process: subprocess.Popen, root: Path, step: int) -> Path:
+    """SIGKILL the run as soon as its checkpoint of `step` is complete; its run dir."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        markers = list(root.glob(f"runs/*/*/checkpoints/step-{step:08d}/complete.json"))
+        if markers:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return markers[0].parents[2]
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before checkpoint {step}: "
+                        f"{process.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"no checkpoint of step {step} within 300 s")
+
+
+def test_killed_twice_and_resumed_equals_the_uninterrupted_run(smoke_env, tmp_path):
+    full = run_train(*RUN, f"hydra.run.dir={tmp_path / 'full'}", env=smoke_env)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # a second output root, so that resume=auto cannot find the uninterrupted run
+    env = {**smoke_env, "RISKALIGN_OUTPUT_ROOT": str(tmp_path / "attempts")}
+    root = Path(env["RISKALIGN_OUTPUT_ROOT"])
+    run_dir = _kill_once_written(_start(RUN, env), root, step=4)  # mid-epoch
+    assert not (run_dir / "summary.json").exists()
+    again = _kill_once_written(_start((*RUN, f"resume={run_dir}"), env), root, step=8)
+    assert again == run_dir, "a resumed run goes on in the run directory it continues"
+    assert not (run_dir / "summary.json").exists(), "killed after it finished: test too slow"
+    last = run_train(*RUN, "resume=auto", env=env)  # from step 8: an epoch's last batch
+    assert last.returncode == 0, last.stderr[-3000:]
+
+    expected, resumed = (json.loads((d / "summary.json").read_text())
+                         for d in (tmp_path / "full", run_dir))
+    assert resumed["resumed_from"].endswith("step-00000008")
+    assert [point["step"] for point in resumed["curve"]] == [0, 4, 8, 12]
+    assert resumed["curve"] == expected["curve"]  # every number, exactly
+    assert resumed["final"] == expected["final"]
+    for name in ("metrics.csv", "policy/model.safetensors"):
+        assert (run_dir / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+
+
+def test_checkpoints_hold_the_state_to_resume_and_never_the_reference(smoke_env, tmp_path):
+    import torch
+
+    result = run_train(*RUN, "trainer.max_steps=8", "checkpoint.keep_last=1",
+                       f"hydra.run.dir={tmp_path / 'run'}", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    directories = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert [d.name for d in directories] == ["step-00000008"]  # keep_last=1 pruned step 4
+    marker = json.loads((directories[0] / "complete.json").read_text())
+    assert marker["step"] == 8 and marker["config"]["objective"]["name"] == "dpo"
+    state = torch.load(directories[0] / "state.ckpt", weights_only=True)
+    assert state["global_step"] == 8
+    assert state["state_dict"] and not any(k.startswith("reference.") for k in state["state_dict"])
+    assert state["optimizer_states"] and state["lr_schedulers"]
+    callbacks = state["callbacks"]
+    curve = next(v["curve"] for k, v in callbacks.items() if "AlignmentEvaluation" in k)
+    assert [point["step"] for point in curve] == [0, 4, 8]
+    assert any("RandomState" in k for k in callbacks)
+    loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader == [{"epoch": 0, "batches": 8}]
+
+
+def test_incomplete_and_corrupt_checkpoints_are_passed_over(tmp_path, smoke_env):
+    from riskalign.checkpoints import complete_checkpoints
+    from riskalign.resume import _newest_intact
+
+    result = run_train(*RUN, "trainer.max_steps=8", f"hydra.run.dir={tmp_path / 'run'}",
+                       env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    # a crash between the state and the marker leaves a staging directory
+    (checkpoints / ".partial-step-00000012").mkdir()
+    (checkpoints / ".partial-step-00000012" / "state.ckpt").write_bytes(b"half")
+    # a checkpoint directory without its marker
+    (checkpoints / "step-00000016").mkdir()
+    assert [s.step for s in complete_checkpoints(tmp_path / "run")] == [4, 8]
+
+    newest = checkpoints / "step-00000008" / "state.ckpt"
+    data = bytearray(newest.read_bytes())
+    data[100] ^= 0xFF  # same size, different bytes: only the hash tells
+    newest.write_bytes(bytes(data))
+    assert _newest_intact(complete_checkpoints(tmp_path / "run")).step == 4
+
+    newest.write_bytes(bytes(data[: len(data) // 2]))  # truncated: not complete any more
+    assert [s.step for s in complete_checkpoints(tmp_path / "run")] == [4]
+
+
+def _assert_refused(result, *fragments):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("riskalign: error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+
+
+def test_resume_from_a_directory_without_a_checkpoint_is_refused(smoke_env, tmp_path):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    result = run_train("debug=smoke", f"resume={empty}", env=smoke_env)
+    _assert_refused(result, f"resume='{empty}' has no complete checkpoint", "nothing to resume")
+
+
+def test_resume_with_another_config_is_refused_naming_the_key(smoke_env, tmp_path):
+    result = run_train(*RUN, "trainer.max_steps=4", f"hydra.run.dir={tmp_path / 'run'}",
+                       env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "run" / "summary.json").unlink()  # as if it had been killed at the end
+    result = run_train(*RUN, "trainer.max_steps=4", "objective.beta=0.2",
+                       f"resume={tmp_path / 'run'}", env=smoke_env)
+    _assert_refused(result, "was written with another config",
+                    "objective.beta (checkpoint: 0.1, now: 0.2)")
