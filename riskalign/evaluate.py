@@ -27,7 +27,7 @@ log = logging.getLogger("riskalign.evaluate")
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import transformers
 
-    from riskalign.artifacts import write_json_atomic
+    from riskalign.artifacts import write_json_atomic, write_text_atomic
     from riskalign.config_checks import check_local_path
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
     from riskalign.evaluation.win_rate import win_rate
@@ -43,7 +43,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     held_out, count = splits["eval"], cfg.eval.num_prompts
     if kind == "references" and count > len(held_out):  # every row counts, as in AlpacaEval
         raise ConfigError(
-            f"eval.num_prompts={count} exceeds the {len(held_out)} prompts of the held-out split"
+            f"eval.num_prompts={count} exceeds the {len(held_out)} prompts of the held-out split: "
+            f"must be <= {len(held_out)}"
         )
     prompts = None if kind == "references" else held_out_prompts(held_out, count)
     reward = instantiate(cfg.reward)
@@ -55,8 +56,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         rows = held_out.select(range(count))
         summary, samples = win_rate(policy, tokenizer, rows["prompt"], rows["reference"], reward,
                                     settings)
-        with (run_dir / "samples.jsonl").open("w") as handle:
-            handle.writelines(json.dumps(sample) + "\n" for sample in samples)
+        write_text_atomic(run_dir / "samples.jsonl",
+                          "".join(json.dumps(sample) + "\n" for sample in samples))
     else:
         source = model_source(cfg, world)
         reference = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
@@ -79,4 +80,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from riskalign.cli_checks import refuse_unknown_choices
+
+    refuse_unknown_choices("riskalign.evaluate")  # one line and exit 2, before Hydra composes
     main()

@@ -18,7 +18,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from riskalign.artifacts import write_json_atomic
+from riskalign.artifacts import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class RecordFailures(Callback):
         error = job_return._return_value  # the exception; .return_value would re-raise it
         job_dir = Path(config.hydra.runtime.output_dir)
         text = "".join(traceback.format_exception(error))
-        (job_dir / "error.txt").write_text(text)
+        write_text_atomic(job_dir / "error.txt", text)
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = read_failures(sweep_dir)
         failures.append(

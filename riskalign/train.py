@@ -259,11 +259,10 @@ def train(
                 f"{error}; last good checkpoint: "
                 f"{kept.directory if kept else 'none (none written yet)'}"
             ) from None
-        module.save_policy(run_dir / "policy")  # every process: FSDP gathers the weights
+        _save_policy(trainer, module, tokenizer, run_dir / "policy")
         if not trainer.is_global_zero:
             return {"final": evaluation.curve[-1]}  # rank 0 writes the run's files
         log_curve(loggers, evaluation.curve)
-        tokenizer.save_pretrained(run_dir / "policy")
         summary = {
             "objective": cfg.objective.name,
             "run_dir": str(run_dir),
@@ -288,6 +287,22 @@ def train(
     print_closing_table(summary["reference"], summary["final"])
     log.info("Run written to %s", run_dir)
     return summary
+
+
+def _save_policy(trainer, module, tokenizer, directory: Path) -> None:
+    """The trained policy and its tokenizer, written beside `directory` and renamed into
+    place: a crash never leaves a half-written policy that evaluation would read."""
+    import shutil
+
+    staging = directory.with_name(f".partial-{directory.name}")  # the same on every rank
+    if trainer.is_global_zero:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.strategy.barrier("riskalign-policy-staging")
+    module.save_policy(staging)  # every process: FSDP gathers the weights
+    if trainer.is_global_zero:
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(directory, ignore_errors=True)  # an interrupted attempt's
+        os.replace(staging, directory)
 
 
 def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
@@ -397,4 +412,7 @@ def _training_data(cfg: DictConfig, world, source: str, tokenizer, reward_model)
 
 
 if __name__ == "__main__":
+    from riskalign.cli_checks import refuse_unknown_choices
+
+    refuse_unknown_choices("riskalign")  # one line and exit 2, before Hydra composes
     main()

@@ -9,6 +9,7 @@ from lightning import Callback
 from transformers import AutoModelForCausalLM
 
 from riskalign import objectives
+from riskalign.checkpoints import PeriodicCheckpoint, complete_checkpoints
 from riskalign.config_checks import ConfigError
 from riskalign.guard import NumericalGuard
 from riskalign.modules.alignment import AlignmentModule
@@ -42,16 +43,18 @@ class WeightTrace(Callback):
         self.after_step.append(torch.cat(weights))
 
 
-def _fit(world, tmp_path, nan_steps, max_consecutive=3, steps=5):
+def _fit(world, tmp_path, nan_steps, max_consecutive=3, steps=5, checkpoint_every=None):
     policy = AutoModelForCausalLM.from_pretrained(world.model_dir)
     reference = AutoModelForCausalLM.from_pretrained(world.model_dir)
     module = AlignmentModule(policy, reference,
                              NaNLogitsAt(objectives.build("dpo"), nan_steps), OPTIM)
     guard, trace = NumericalGuard(max_consecutive), WeightTrace()
+    checkpoints = ([PeriodicCheckpoint(tmp_path, checkpoint_every, keep_last=2, config={},
+                                       guard=guard)] if checkpoint_every else [])
     trainer = lightning.Trainer(max_steps=steps, accelerator="cpu", logger=False,
-                                enable_progress_bar=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_checkpointing=bool(checkpoints),
                                 enable_model_summary=False, default_root_dir=tmp_path,
-                                callbacks=[guard, trace])
+                                callbacks=[guard, trace, *checkpoints])
     return trainer, module, guard, trace
 
 
@@ -75,6 +78,23 @@ def test_consecutive_non_finite_steps_stop_with_the_step_and_last_finite_metrics
     message = str(error.value)
     assert "3 non-finite steps in a row (guard.max_consecutive=3), the last at step 3" in message
     assert "last finite metrics (step 0): loss=" in message and "nan" not in message.lower()
+
+
+def test_a_stopped_run_keeps_its_last_good_checkpoint(smoke_world, tmp_path):
+    _, world = smoke_world
+    # training calls 4, 5 and 6 are NaN: steps 5-7 skipped; no checkpoint at step 6
+    trainer, module, _, trace = _fit(world, tmp_path, nan_steps={4, 5, 6}, steps=10,
+                                     checkpoint_every=2)
+    with pytest.raises(NumericalGuardError, match="the last at step 6"):
+        trainer.fit(module, datamodule=_datamodule(world))
+    kept = complete_checkpoints(tmp_path)
+    assert [saved.step for saved in kept] == [2, 4]
+    state = torch.load(kept[-1].state_file, weights_only=True)
+    saved = torch.cat([value.flatten() for key, value in state["state_dict"].items()
+                       if key.startswith("policy.")])
+    assert torch.isfinite(saved).all()
+    assert torch.equal(trace.after_step[3], torch.cat(
+        [p.detach().flatten() for p in module.policy.parameters()]))  # nothing moved since
 
 
 def test_max_consecutive_must_be_positive():
