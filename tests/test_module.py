@@ -57,6 +57,21 @@ def test_reference_is_unchanged_by_training_and_absent_from_checkpoints(smoke_wo
     assert any(key.startswith("policy.") for key in state)
 
 
+def test_mixed_precision_trains_with_gradient_clipping(smoke_world, tmp_path):
+    """Lightning refuses to clip gradients for a fused AdamW under mixed precision, so the
+    optimizer is fused only without it (a GPU run's default is bf16-mixed, clip 1.0)."""
+    _, world = smoke_world
+    module = _module(world)
+    trainer = lightning.Trainer(max_steps=2, accelerator="cpu", precision="bf16-mixed",
+                                gradient_clip_val=1.0, logger=False, enable_progress_bar=False,
+                                enable_checkpointing=False, enable_model_summary=False,
+                                default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=_datamodule(world))
+    assert trainer.global_step == 2
+    assert not trainer.optimizers[0].defaults["fused"]
+    assert _module(world).configure_optimizers()["optimizer"].defaults["fused"]  # no trainer
+
+
 def test_response_logits_give_each_rows_exact_log_probs(smoke_world):
     """Logits gathered at response positions (rows with different prompt and response
     lengths) give the log-probabilities of a token-by-token computation."""

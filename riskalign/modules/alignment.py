@@ -15,6 +15,7 @@ from riskalign.modules.common import (
     FrozenReference,
     adamw_with_warmup,
     full_state_dict,
+    trainer_precision,
     unwrap_fsdp,
 )
 
@@ -99,7 +100,7 @@ class AlignmentModule(FrozenReference, LightningModule):
         return bool(getattr(self.trainer._logger_connector, "should_update_logs", True))
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self.policy.parameters(), self.optim)
+        return adamw_with_warmup(self.policy.parameters(), self.optim, trainer_precision(self))
 
     def save_policy(self, directory) -> None:
         """Write the policy as an HF directory (LoRA: the adapter). Every process must call

@@ -12,23 +12,35 @@ REFERENCE_PREFIX = "reference."
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str, Any]) -> dict:
-    """AdamW over the trainable parameters with a linear learning-rate warmup (conf: optim)."""
+def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str, Any],
+                      precision: str | None = None) -> dict:
+    """AdamW over the trainable parameters with a linear learning-rate warmup (conf: optim).
+
+    One fused kernel over all parameters (CPU and CUDA) instead of a loop of small ops
+    per tensor, for float32/bf16/fp16 weights; not under Lightning's mixed precision
+    (`precision` "...-mixed"), which refuses to clip gradients for an optimizer that
+    unscales them itself.
+    """
     trainable = [p for p in parameters if p.requires_grad]
+    fused = (all(p.dtype in FUSED_DTYPES for p in trainable)
+             and not str(precision).endswith("mixed"))
     optimizer = torch.optim.AdamW(
         trainable,
         lr=float(optim["lr"]),
         weight_decay=float(optim["weight_decay"]),
         betas=tuple(optim["betas"]),
-        # one fused kernel over all parameters (CPU and CUDA) instead of a loop of small
-        # ops per tensor; float32/bf16/fp16 weights only
-        fused=all(p.dtype in FUSED_DTYPES for p in trainable) or None,
+        fused=fused or None,
     )
     warmup = int(optim["warmup_steps"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def trainer_precision(module: Any) -> str | None:
+    """The precision of the trainer a LightningModule is attached to (None if none)."""
+    return str(module.trainer.precision) if module._trainer is not None else None
 
 
 class FrozenReference:

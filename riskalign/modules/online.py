@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from riskalign.evaluation.sampling import position_ids, sample_batch
 from riskalign.evaluation.statistics import lower_tail_mean
 from riskalign.models.loading import freeze
-from riskalign.modules.common import FrozenReference, adamw_with_warmup
+from riskalign.modules.common import FrozenReference, adamw_with_warmup, trainer_precision
 from riskalign.objectives.functional import soft_risk_keep
 from riskalign.objectives.online import OnlineSettings
 from riskalign.objectives.ppo import (
@@ -267,7 +267,7 @@ class OnlineRLModule(FrozenReference, LightningModule):
                  batch_size=self.settings.batch_size)
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self.actor.parameters(), self.optim)
+        return adamw_with_warmup(self.actor.parameters(), self.optim, trainer_precision(self))
 
     def save_policy(self, directory: str | Path) -> None:
         self.actor.save_pretrained(directory)
