@@ -75,7 +75,10 @@ def test_killed_twice_and_resumed_equals_the_uninterrupted_run(smoke_env, tmp_pa
     # RA-RLHF: PPO iterations, its own sampling generator, KL controller, soft-risk step
     ("objective=ra_rlhf", "objective.batch_size=16", "objective.minibatch_size=8",
      "objective.max_new_tokens=10", "objective.risk.warmup=1", "objective.risk.alpha=0.25"),
-], ids=["lora", "ra_rlhf"])
+    # two processes (gloo): rank 0 writes; each rank's sampler resumes at its position
+    ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+     "data.batch_size=4", "eval.num_prompts=8"),
+], ids=["lora", "ra_rlhf", "ddp"])
 def test_resuming_from_a_middle_checkpoint_equals_the_whole_run(overrides, smoke_env, tmp_path):
     import shutil
 
