@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 WANDB_MODES = ("online", "offline", "disabled")
@@ -38,7 +38,7 @@ def check_local_path(value: str, key: str) -> None:
     """Refuse a local path (starting with . / ~) that is not there: HF would otherwise take
     it for a hub ID and fail obscurely, after other things have loaded."""
     if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
-        raise ConfigError(f"{key}={value!r} does not exist")
+        raise ConfigError(f"{key}={value!r} does not exist: must be an existing path or a hub ID")
 
 
 def _check_model_paths(cfg: DictConfig) -> None:
@@ -53,6 +53,21 @@ def _check_model_paths(cfg: DictConfig) -> None:
             check_local_path(str(value), f"model.{key}")
 
 
+def _check_reward(cfg: DictConfig) -> None:
+    """A classifier reward's path and labels (its config.json only): torch and transformers
+    are imported for those rewards alone."""
+    reward = cfg.reward
+    if not str(reward.get("_target_", "")).startswith("riskalign.rewards.hf_classifier."):
+        return
+    _require(
+        not OmegaConf.is_missing(reward, "name_or_path"),
+        "reward.name_or_path is not set: must be a classifier's hub ID or directory",
+    )
+    from riskalign.rewards.hf_classifier import check_reward_config
+
+    check_reward_config(OmegaConf.to_container(reward, resolve=True))
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, before any model or dataset loads."""
     data = cfg.data
@@ -65,12 +80,20 @@ def check_config(cfg: DictConfig) -> None:
         f"data.on_bad_record={data.get('on_bad_record')!r} is not one of: "
         f"{', '.join(BAD_RECORD_POLICIES)}",
     )
+    if data.source != "world":  # a dataset of its own: refuse a missing one now, not after loads
+        _require(
+            not OmegaConf.is_missing(data, "path") and data.path,
+            f"data.path is not set (data={data.name}): must be a hub ID, a data file or "
+            "a dataset directory",
+        )
+        check_local_path(str(data.path), "data.path")
     if data.source == "generated":
         from riskalign.data.pair_generation import PairSettings
 
         _require("generate" in data, "data.source=generated needs a data.generate block")
         PairSettings.from_config(data.generate, key="data.generate")
     _check_model_paths(cfg)
+    _check_reward(cfg)
     from riskalign.models.lora import lora_settings
 
     lora_settings(cfg.model)
@@ -82,7 +105,8 @@ def check_config(cfg: DictConfig) -> None:
     check_world_model(cfg)
     for key in ("data.batch_size", "data.eval_batch_size", "data.max_length",
                 "data.max_prompt_length", "eval.num_prompts", "eval.batch_size",
-                "eval.max_new_tokens", "eval.num_pairs", "guard.max_consecutive"):
+                "eval.max_new_tokens", "eval.num_pairs", "guard.max_consecutive",
+                "trainer.accumulate_grad_batches"):
         _positive_int(cfg, key)
     _require(
         data.max_length > data.max_prompt_length,

@@ -59,4 +59,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from riskalign.cli_checks import refuse_unknown_choices
+
+    refuse_unknown_choices("riskalign.pairs")  # one line and exit 2, before Hydra composes
     main()

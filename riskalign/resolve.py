@@ -68,6 +68,6 @@ def held_out_prompts(split, count: int) -> list[str]:
     if len(distinct) < count:
         raise ConfigError(
             f"eval.num_prompts={count} exceeds the {len(distinct)} distinct prompts of the "
-            "held-out split"
+            f"held-out split: must be <= {len(distinct)}"
         )
     return distinct[:count]

@@ -22,10 +22,12 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose("train", overrides=list(overrides), return_hydra_config=False)
 
 
-def run_train(*overrides: str, env: dict[str, str] | None = None, timeout: int = 600):
-    """`python -m riskalign.train ...` in a subprocess, as a user would run it."""
+def run_train(*overrides: str, env: dict[str, str] | None = None, timeout: int = 600,
+              module: str = "riskalign.train"):
+    """`python -m riskalign.train ...` (or another entry point) in a subprocess, as a user
+    would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "riskalign.train", *overrides],
+        [sys.executable, "-m", module, *overrides],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -33,6 +35,18 @@ def run_train(*overrides: str, env: dict[str, str] | None = None, timeout: int =
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def assert_refused(result, *fragments: str) -> str:
+    """Exit code 2 and exactly one `riskalign: error:` line on stderr (no traceback), holding
+    every fragment; returns that line. `result` as `subprocess.run` returns it."""
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("riskalign: error:")]
+    assert len(errors) == 1, f"expected one error line, got: {result.stderr[-2000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    return errors[0]
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,8 @@ def test_a_label_named_twice_is_refused(classifier_dir):
 
 @pytest.mark.parametrize("path", ["./no-such-classifier", "/no/such/classifier", "~/no-such-dir"])
 def test_a_missing_local_path_is_refused(path):
-    with pytest.raises(ConfigError, match=r"^reward\.name_or_path='.*' does not exist$"):
+    with pytest.raises(ConfigError, match=r"^reward\.name_or_path='.*' does not exist: must be an "
+                                          r"existing path or a hub ID$"):
         HFClassifierReward(path, {1: 1.0})
 
 

@@ -94,15 +94,15 @@ def load_data(
     )
     try:
         splits = convert(raw, format_name, tokenizer, prompt_tokens=data_cfg.get("prompt_tokens"))
+        splits, _ = check_records(
+            splits,
+            kind,
+            tokenizer,
+            max_prompt_length=data_cfg["max_prompt_length"],
+            on_bad_record=on_bad_record,
+        )
     except ConfigError as error:  # name the dataset: a sweep may mix several
         raise ConfigError(f"{error} (data.path={str(source)!r})") from None
-    splits, _ = check_records(
-        splits,
-        kind,
-        tokenizer,
-        max_prompt_length=data_cfg["max_prompt_length"],
-        on_bad_record=on_bad_record,
-    )
     return splits, kind
 
 

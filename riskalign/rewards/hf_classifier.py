@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -143,11 +144,36 @@ def label_mixture(
     The KLDPO/WDPO emotion experiment trains at one mixture weight and evaluates at
     shifted ones, so the weight is the knob and the two labels a config choice.
     """
+    return HFClassifierReward(name_or_path, mixture_weights(labels, weight), **kwargs)
+
+
+def mixture_weights(labels: list[str], weight: float) -> dict[str, float]:
+    """label_mixture's {label: weight} of its two labels."""
     labels = list(labels)
     if len(labels) != 2 or labels[0] == labels[1]:
         raise ConfigError(f"reward.labels={labels} is invalid: must name exactly 2 distinct labels")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise ConfigError(f"reward.weight={weight!r} is out of range: must be in [0, 1]")
-    return HFClassifierReward(
-        name_or_path, {labels[0]: float(weight), labels[1]: 1.0 - weight}, **kwargs
-    )
+    return {labels[0]: float(weight), labels[1]: 1.0 - weight}
+
+
+def check_reward_config(reward: Mapping[str, Any]) -> None:
+    """The path and labels of a classifier reward config (resolved, as plain dicts), checked
+    before anything loads: from the classifier's config.json where it is on disk already (a
+    directory or the HF cache). Otherwise instantiating checks them after the download, still
+    before the weights load. Other rewards: nothing to check."""
+    target = str(reward.get("_target_", "")).rpartition(".")[2]
+    if target == "HFClassifierReward":
+        label_weights = reward["label_weights"]
+    elif target == "label_mixture":
+        label_weights = mixture_weights(reward["labels"], reward["weight"])
+    else:
+        return
+    name_or_path = str(reward["name_or_path"])
+    check_local_path(name_or_path, "reward.name_or_path")
+    try:
+        config = AutoConfig.from_pretrained(os.path.expanduser(name_or_path),
+                                            local_files_only=True)
+    except (OSError, ValueError):  # not downloaded yet
+        return
+    label_weight_vector(label_weights, config.id2label, name_or_path)

@@ -1,0 +1,251 @@
+"""The bad-input table (issue #9): each bad value is refused before any model loads, with
+one line on stderr naming the key, the value and what is allowed, and exit code 2.
+
+Each case runs `python -m riskalign.train <overrides> debug=smoke` in this process: the
+module's `__main__` block under runpy with sys.argv set, so the command-line check, Hydra
+and the entry point's error handling are the ones a user runs (a subprocess costs ~4 s;
+`test_in_process_runs_print_what_the_command_line_prints` shows both print the same).
+Loading a causal LM or a reward classifier fails the case.
+
+Elsewhere, in tests/test_end_to_end.py: case 22, W&B `logger.wandb.mode=online` without
+credentials, falls back to offline and the run goes on
+(test_wandb_online_without_credentials_falls_back_to_offline); a few refusals run there
+as subprocesses.
+"""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.conftest import REPO, assert_refused, run_train
+from tests.tiny_models import make_tiny_classifier
+
+TRAIN = REPO / "riskalign" / "train.py"
+OBJECTIVES = "cdpo, cvar_dpo, dpo, drdpo, ipo, kldpo, ppo, ra_rlhf, radpo, rdpo, sft, simpo"
+
+
+def _run_main(script: Path, argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """`python <script> <argv>` in this process: its exit code and output."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # Hydra configures logging for the job
+    old_argv = sys.argv
+    sys.argv = [str(script), *argv]
+    GlobalHydra.instance().clear()
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = old_argv
+        GlobalHydra.instance().clear()
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([str(script), *argv], code, out.out, out.err)
+
+
+@pytest.fixture
+def train_here(smoke_env, monkeypatch, capsys):
+    """`train_here(*args)`: `python -m riskalign.train *args debug=smoke` run in this process,
+    with the smoke world's cache and a temporary output root."""
+    for name, value in smoke_env.items():
+        monkeypatch.setenv(name, value)
+    return lambda *args: _run_main(TRAIN, [*args, "debug=smoke"], capsys)
+
+
+@pytest.fixture
+def refused(train_here, monkeypatch):
+    """`refused(overrides, *fragments)`: the run exits 2 with one error line holding every
+    fragment, and loads no model; returns the line."""
+    loads = []
+
+    def load(name_or_path, *args, **kwargs):
+        loads.append(str(name_or_path))
+        raise AssertionError(f"a model loaded: {name_or_path}")
+
+    monkeypatch.setattr("riskalign.models.loading.load_causal_lm", load)
+    monkeypatch.setattr("riskalign.rewards.hf_classifier.AutoModelForSequenceClassification"
+                        ".from_pretrained", load)
+
+    def check(overrides: list[str], *fragments: str) -> str:
+        result = train_here(*overrides)
+        assert not loads, f"models loaded before the refusal: {loads}"
+        return assert_refused(result, *fragments)
+
+    return check
+
+
+# ----- the composed config alone ---------------------------------------------------------
+
+CONFIG_CASES = [
+    pytest.param(["objective=nonexistent"],
+                 [f"objective=nonexistent is not one of: {OBJECTIVES}, slic, tdpo, wdpo"],
+                 id="01-unknown-objective"),
+    pytest.param(["-m", "objective=dpo,nonexistent"],
+                 [f"objective=nonexistent is not one of: {OBJECTIVES}"],
+                 id="01b-unknown-objective-in-a-sweep"),
+    pytest.param(["model=nonexistent"],
+                 ["model=nonexistent is not one of: gpt2, gpt2-large,", "smollm2-135m, tiny"],
+                 id="02-unknown-model"),
+    pytest.param(["data=nonexistent"],
+                 ["data=nonexistent is not one of: alpacaeval,", "local, movie_openings, reviews"],
+                 id="03-unknown-data"),
+    pytest.param(["reward=nonexistent"],
+                 ["reward=nonexistent is not one of: distilbert-imdb,", "toxic-bert, vader"],
+                 id="04-unknown-reward"),
+    pytest.param(["hydra/launcher=nonexistent"],
+                 ["hydra/launcher=nonexistent is not one of: basic, local, slurm"],
+                 id="04b-unknown-launcher"),
+    pytest.param(["objective.beta=0"], ["objective.beta=0 is out of range: must be > 0"],
+                 id="05-beta-zero"),
+    pytest.param(["objective=radpo", "objective.beta=-1"],
+                 ["objective.beta=-1 is out of range: must be > 0"], id="05b-beta-negative"),
+    pytest.param(["objective=radpo", "objective.drift.tail_mass=0"],
+                 ["objective.drift.tail_mass=0 is out of range: must be in (0, 1]"],
+                 id="06-tail-mass-zero"),
+    pytest.param(["objective=radpo", "objective.drift.tail_mass=1.5"],
+                 ["objective.drift.tail_mass=1.5 is out of range: must be in (0, 1]"],
+                 id="07-tail-mass-above-one"),
+    pytest.param(["objective=radpo", "objective.drift.measure=erm", "objective.drift.mu=0"],
+                 ["objective.drift.mu=0 is out of range: must be > 0"], id="08-mu-zero"),
+    pytest.param(["objective=cdpo", "objective.link.epsilon=0.5"],
+                 ["objective.link.epsilon=0.5 is out of range: must be in [0, 0.5)"],
+                 id="09-epsilon-half"),
+    pytest.param(["objective=kldpo", "objective.reducer.tau=0"],
+                 ["objective.reducer.tau=0 is out of range: must be > 0"], id="10-tau-zero"),
+    pytest.param(["objective=wdpo", "objective.penalty.rho0=-0.1"],
+                 ["objective.penalty.rho0=-0.1 is out of range: must be >= 0"],
+                 id="11-rho0-negative"),
+    pytest.param(["objective=ra_rlhf", "objective.risk.alpha=0"],
+                 ["objective.risk.alpha=0 is out of range: must be in (0, 1]"],
+                 id="12-alpha-zero"),
+    pytest.param(["objective=ra_rlhf", "objective.risk.alpha=1.5"],
+                 ["objective.risk.alpha=1.5 is out of range: must be in (0, 1]"],
+                 id="12b-alpha-above-one"),
+    pytest.param(["data.max_length=16", "data.max_prompt_length=16"],
+                 ["data.max_length=16 must be greater than data.max_prompt_length=16"],
+                 id="13-max-length-not-above-max-prompt-length"),
+    pytest.param(["data.batch_size=0"], ["data.batch_size=0 is invalid: must be an integer > 0"],
+                 id="14-batch-size-zero"),
+    pytest.param(["model.name_or_path=/nonexistent/model"],
+                 ["model.name_or_path='/nonexistent/model' does not exist: must be an existing "
+                  "path or a hub ID"], id="15-model-path-missing"),
+    pytest.param(["data=local", "data.path=/nonexistent"],
+                 ["data.path='/nonexistent' does not exist: must be an existing path or a hub ID"],
+                 id="16-data-path-missing"),
+    pytest.param(["data=local"],
+                 ["data.path is not set (data=local): must be a hub ID, a data file or a "
+                  "dataset directory"], id="16b-data-path-not-set"),
+    pytest.param(["reward=hf_classifier"],
+                 ["reward.name_or_path is not set: must be a classifier's hub ID or directory"],
+                 id="20b-reward-path-not-set"),
+    pytest.param(["trainer.accumulate_grad_batches=0"],
+                 ["trainer.accumulate_grad_batches=0 is invalid: must be an integer > 0"],
+                 id="23-accumulate-grad-batches-zero"),
+    pytest.param(["optim.lr=0"], ["optim.lr=0 is invalid: must be > 0"], id="24-lr-zero"),
+    pytest.param(["guard.max_consecutive=0"],
+                 ["guard.max_consecutive=0 is invalid: must be an integer > 0"],
+                 id="25-guard-max-consecutive-zero"),
+    pytest.param(["eval.tail_fraction=0"],
+                 ["eval.tail_fraction=0 is out of range: must be in (0, 1]"],
+                 id="26-eval-tail-fraction-zero"),
+    pytest.param(["logger.wandb.mode=sometimes"],
+                 ["logger.wandb.mode='sometimes' is not one of: online, offline, disabled"],
+                 id="27-wandb-mode-unknown"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), CONFIG_CASES)
+def test_bad_config_value_is_refused(refused, overrides, fragments):
+    refused(overrides, *fragments)
+
+
+# ----- cases that read data or a classifier ----------------------------------------------
+
+
+def _local_pairs(smoke_world, path: Path, edit) -> list[str]:
+    """The smoke world's pairs, train split changed by `edit`, saved as a data=local dataset;
+    the overrides that train on it with the world's model."""
+    _, world = smoke_world
+    splits = load_from_disk(str(world.dataset_dir))
+    splits["train"] = edit(splits["train"])
+    splits.save_to_disk(str(path))
+    return ["data=local", f"data.path={path}", f"model.name_or_path={world.model_dir}"]
+
+
+def test_17_dataset_without_rejected_column_is_refused(refused, smoke_world, tmp_path):
+    overrides = _local_pairs(smoke_world, tmp_path / "pairs",
+                             lambda split: split.remove_columns("rejected"))
+    refused(overrides, "data.format='preference' needs column(s) rejected in split 'train' "
+            "(has: prompt, chosen, chosen_score, rejected_score)", f"data.path='{tmp_path}")
+
+
+def _set(column: str, rows: range, value=None):
+    """An edit of a split: `column` of `rows` set to `value` (None: the row's rejected)."""
+    def edit(split):
+        return split.map(lambda row, index: {column: row["rejected"] if value is None else value}
+                         if index in rows else {}, with_indices=True)
+    return edit
+
+
+def test_18_record_with_empty_chosen_is_refused(refused, smoke_world, tmp_path):
+    overrides = _local_pairs(smoke_world, tmp_path / "pairs", _set("chosen", range(2, 3), ""))
+    refused(overrides, "data: 1 bad record(s) in split 'train': #2 empty chosen "
+            "(set data.on_bad_record=drop to drop them)", f"data.path='{tmp_path}")
+
+
+def test_19_chosen_identical_to_rejected_is_counted_and_the_run_goes_on(train_here, smoke_world,
+                                                                         tmp_path):
+    overrides = _local_pairs(smoke_world, tmp_path / "pairs", _set("chosen", range(3)))
+    result = train_here(*overrides, "trainer.max_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    warning = ("data: 3 pair(s) with chosen == rejected kept (train: 3, eval: 0): "
+               "they carry no preference")
+    assert log.count(warning) == 1, log[-3000:]
+
+
+def test_20_reward_label_index_out_of_range_is_refused(refused, tmp_path):
+    classifier = make_tiny_classifier(tmp_path / "classifier")
+    refused(["reward=hf_classifier", f"reward.name_or_path={classifier}",
+             "+reward.label_weights.5=1.0"],
+            "reward.label_weights: label 5 is out of range: the classifier at "
+            f"'{classifier}' has 2 labels (0: NEGATIVE, 1: POSITIVE)")
+
+
+def test_21_more_eval_prompts_than_held_out_is_refused(refused, smoke_world):
+    _, world = smoke_world
+    held_out = len(set(load_from_disk(str(world.dataset_dir))["test"]["prompt"]))
+    refused(["eval.num_prompts=1000"],
+            f"eval.num_prompts=1000 exceeds the {held_out} distinct prompts of the held-out "
+            f"split: must be <= {held_out}")
+
+
+# ----- the in-process runs are the command line ------------------------------------------
+
+
+def test_in_process_runs_print_what_the_command_line_prints(train_here, smoke_env):
+    here = train_here("data.batch_size=0")
+    there = run_train("data.batch_size=0", "debug=smoke", env=smoke_env)
+    assert assert_refused(here) == assert_refused(there)
+
+
+@pytest.mark.parametrize("entry_point", ["evaluate", "pairs"])
+def test_the_other_entry_points_refuse_unknown_options_alike(entry_point, capsys):
+    result = _run_main(REPO / "riskalign" / f"{entry_point}.py", ["reward=nonexistent"], capsys)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"riskalign.{entry_point}: error: reward=nonexistent is "
+                                    "not one of: distilbert-imdb,")
+    assert len(result.stderr.splitlines()) == 1
