@@ -1,22 +1,72 @@
 """Checks of the composed config that run before anything heavy loads.
 
-Every refusal is one line naming the key, the value and what is allowed.
+Every refusal is one line naming the key, the value and what is allowed. The run's
+own keys are declared in RUN_FIELDS; each config group with more structure has its
+own checker (objectives: riskalign.objectives.config; strategies, LoRA, rewards,
+pair generation: their modules), called from `check_config`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from riskalign.fields import Choice, ConfigError, Integer, Pair, Real, boolean
+
+__all__ = ["ConfigError", "RUN_FIELDS", "check_config", "check_local_path"]
+
 WANDB_MODES = ("online", "offline", "disabled")
 DATA_SOURCES = ("world", "path", "generated")
 BAD_RECORD_POLICIES = ("error", "drop")
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true",
+              "32", "bf16", "16", "64", 32, 16, 64)
+SEEDS = Integer(minimum=0, maximum=2**32 - 1)  # numpy's range
+POSITIVE = Integer(minimum=1)
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; its message is one line."""
+# key -> its check; a key a config does not have is not checked (e.g. evaluate's).
+RUN_FIELDS: dict[str, Any] = {
+    "seed": SEEDS,
+    "data.source": Choice(DATA_SOURCES),
+    "data.on_bad_record": Choice(BAD_RECORD_POLICIES),
+    "data.batch_size": POSITIVE,
+    "data.eval_batch_size": POSITIVE,
+    "data.max_length": POSITIVE,
+    "data.max_prompt_length": POSITIVE,
+    "data.num_workers": Integer(minimum=0),
+    "model.dtype": Choice(DTYPES),
+    "model.attn_implementation": Choice(ATTENTION),
+    "model.gradient_checkpointing": boolean,
+    "trainer.accelerator": Choice(ACCELERATORS),
+    "trainer.precision": Choice(PRECISIONS),
+    "trainer.max_steps": POSITIVE,  # runs count steps: curves, schedules, checkpoints
+    "trainer.accumulate_grad_batches": POSITIVE,
+    "trainer.log_every_n_steps": POSITIVE,
+    "trainer.gradient_clip_val": Real(low=0.0, low_open=False, nullable=True),
+    "optim.lr": Real(low=0.0),
+    "optim.weight_decay": Real(low=0.0, low_open=False),
+    "optim.betas": Pair(Real(low=0.0, high=1.0, low_open=False, high_open=True)),
+    "optim.warmup_steps": Integer(minimum=0),
+    "eval.every_n_steps": Integer(minimum=1, nullable=True),
+    "eval.num_prompts": POSITIVE,
+    "eval.batch_size": POSITIVE,
+    "eval.max_new_tokens": POSITIVE,
+    "eval.num_pairs": POSITIVE,
+    "eval.temperature": Real(low=0.0, low_open=False),
+    "eval.seed": SEEDS,
+    "eval.tail_fraction": Real(low=0.0, high=1.0),
+    "eval.kl": boolean,
+    "reference.cache": boolean,
+    "guard.max_consecutive": POSITIVE,
+    "checkpoint.every_n_steps": Integer(minimum=1, nullable=True),
+    "checkpoint.keep_last": POSITIVE,
+    "logger.wandb.mode": Choice(WANDB_MODES),
+}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -24,14 +74,21 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _positive_int(cfg: DictConfig, dotted: str) -> None:
-    value = cfg
-    for part in dotted.split("."):
-        value = value[part]
+def check_fields(cfg: DictConfig, fields: dict[str, Any] = RUN_FIELDS) -> None:
+    """Each declared key the config has, checked against its range."""
+    for dotted, check in fields.items():
+        value = OmegaConf.select(cfg, dotted, default=_ABSENT)
+        if value is not _ABSENT:
+            check(dotted, value)
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     _require(
-        isinstance(value, int) and value > 0,
-        f"{dotted}={value!r} is invalid: must be an integer > 0",
+        devices == "auto" or not isinstance(devices, int) or devices >= 1 or devices == -1,
+        f"trainer.devices={devices!r} is invalid: must be an integer >= 1, -1 (all), "
+        "auto, or a list of device ids",
     )
+
+
+_ABSENT = object()
 
 
 def check_local_path(value: str, key: str) -> None:
@@ -70,16 +127,8 @@ def _check_reward(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, before any model or dataset loads."""
+    check_fields(cfg)
     data = cfg.data
-    _require(
-        data.source in DATA_SOURCES,
-        f"data.source={data.source!r} is not one of: {', '.join(DATA_SOURCES)}",
-    )
-    _require(
-        data.get("on_bad_record", "error") in BAD_RECORD_POLICIES,
-        f"data.on_bad_record={data.get('on_bad_record')!r} is not one of: "
-        f"{', '.join(BAD_RECORD_POLICIES)}",
-    )
     if data.source != "world":  # a dataset of its own: refuse a missing one now, not after loads
         _require(
             not OmegaConf.is_missing(data, "path") and data.path,
@@ -103,36 +152,8 @@ def check_config(cfg: DictConfig) -> None:
     from riskalign.resolve import check_world_model
 
     check_world_model(cfg)
-    for key in ("data.batch_size", "data.eval_batch_size", "data.max_length",
-                "data.max_prompt_length", "eval.num_prompts", "eval.batch_size",
-                "eval.max_new_tokens", "eval.num_pairs", "guard.max_consecutive",
-                "trainer.accumulate_grad_batches"):
-        _positive_int(cfg, key)
     _require(
         data.max_length > data.max_prompt_length,
         f"data.max_length={data.max_length} must be greater than "
         f"data.max_prompt_length={data.max_prompt_length}",
-    )
-    _require(
-        cfg.eval.temperature >= 0,
-        f"eval.temperature={cfg.eval.temperature} is invalid: must be >= 0",
-    )
-    _require(
-        0 < cfg.eval.tail_fraction <= 1,
-        f"eval.tail_fraction={cfg.eval.tail_fraction} is out of range: must be in (0, 1]",
-    )
-    every = cfg.eval.every_n_steps
-    _require(
-        every is None or (isinstance(every, int) and every > 0),
-        f"eval.every_n_steps={every!r} is invalid: must be null or an integer > 0",
-    )
-    _require(cfg.optim.lr > 0, f"optim.lr={cfg.optim.lr} is invalid: must be > 0")
-    _require(
-        cfg.optim.warmup_steps >= 0,
-        f"optim.warmup_steps={cfg.optim.warmup_steps} is invalid: must be >= 0",
-    )
-    mode = cfg.logger.wandb.mode
-    _require(
-        mode in WANDB_MODES,
-        f"logger.wandb.mode={mode!r} is not one of: {', '.join(WANDB_MODES)}",
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +40,6 @@ log = logging.getLogger(__name__)
 FREE_KEYS = ("resume", "paths", "logger", "checkpoint", "guard")
 SUMMARY_FILE = "summary.json"
 SKIPPED_WHEN_SEARCHING = {"wandb", "policy", ".hydra", CHECKPOINTS_DIR}
-
-
-@dataclass(frozen=True)
-class CheckpointSettings:
-    every_n_steps: int | None
-    keep_last: int
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> CheckpointSettings:
-        every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
-                                  or every < 1):
-            raise ConfigError(f"checkpoint.every_n_steps={every!r} is invalid: must be null "
-                              "(no checkpoints) or an integer > 0")
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ConfigError(f"checkpoint.keep_last={keep!r} is invalid: must be an integer > 0")
-        return cls(every, keep)
 
 
 def find_resume_point(cfg: DictConfig) -> SavedCheckpoint | None:

@@ -27,6 +27,9 @@ from riskalign.stops import NumericalGuardError
 log = logging.getLogger("riskalign.train")
 # The frozen reference is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# The CSV logger writes into the run directory, where Hydra's files already are; the only
+# file it replaces is metrics.csv (a resumed run puts the checkpoint's rows back).
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
@@ -87,9 +90,8 @@ def train(
     """
     started = time.perf_counter()
     check_config(cfg)
-    from riskalign.resume import CheckpointSettings, find_resume_point
+    from riskalign.resume import find_resume_point
 
-    checkpointing = CheckpointSettings.from_config(cfg)
     resume_from = find_resume_point(cfg)  # refuses a bad target before anything loads
     if resume_from is not None:
         log.info("Resuming %s from step %d (%s)", resume_from.run_dir, resume_from.step,
@@ -233,9 +235,9 @@ def train(
     if resume_from is not None:
         restore_csv_rows(loggers, saved_metrics_rows(resume_from))
     checkpoints = None
-    if checkpointing.every_n_steps and trainer_kwargs.get("enable_checkpointing", True):
-        checkpoints = PeriodicCheckpoint(run_dir, checkpointing.every_n_steps,
-                                         checkpointing.keep_last,
+    if cfg.checkpoint.every_n_steps and trainer_kwargs.get("enable_checkpointing", True):
+        checkpoints = PeriodicCheckpoint(run_dir, cfg.checkpoint.every_n_steps,
+                                         cfg.checkpoint.keep_last,
                                          OmegaConf.to_container(cfg, resolve=True), guard)
     trainer_kwargs["enable_checkpointing"] = checkpoints is not None
     trainer = lightning.Trainer(

@@ -15,113 +15,18 @@ nested dicts. It touches no tensor.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from riskalign.fields import Choice, ConfigError, Integer, Real, boolean
 from riskalign.objectives.functional import LINKS, REDUCERS
 from riskalign.objectives.tokens import MEASURES, WEIGHTINGS
 
 ROOT = "objective"
 
 
-class ObjectiveConfigError(ValueError):
+class ObjectiveConfigError(ConfigError):
     """A refused objective parameter: one line naming key path, value and allowed range."""
-
-
-@dataclass(frozen=True)
-class Real:
-    """A float in an interval; None bounds are unbounded."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = True
-    high_open: bool = False
-    nullable: bool = False
-
-    def __call__(self, path: str, value: Any) -> float | None:
-        if value is None and self.nullable:
-            return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ObjectiveConfigError(
-                f"{path}={value!r} is not a finite number: must be {self.describe()}"
-            )
-        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        above = self.high is not None and (
-            value >= self.high if self.high_open else value > self.high
-        )
-        if below or above:
-            raise ObjectiveConfigError(
-                f"{path}={value!r} is out of range: must be {self.describe()}"
-            )
-        return float(value)
-
-    def describe(self) -> str:
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            text = f"in {left}{self.low:g}, {self.high:g}{right}"
-        elif self.low is not None:
-            text = f"{'>' if self.low_open else '>='} {self.low:g}"
-        elif self.high is not None:
-            text = f"{'<' if self.high_open else '<='} {self.high:g}"
-        else:
-            text = "a finite number"
-        return f"{text} or null" if self.nullable else text
-
-
-@dataclass(frozen=True)
-class Integer:
-    """An int, at least `minimum`, or one of `options`; or null when `nullable`."""
-
-    minimum: int = 1
-    options: tuple[int, ...] = ()
-    nullable: bool = False
-
-    def __call__(self, path: str, value: Any) -> int | None:
-        if value is None and self.nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ObjectiveConfigError(
-                f"{path}={value!r} is not an integer: must be {self.describe()}"
-            )
-        if (self.options and value not in self.options) or value < self.minimum:
-            raise ObjectiveConfigError(
-                f"{path}={value!r} is out of range: must be {self.describe()}"
-            )
-        return value
-
-    def describe(self) -> str:
-        text = (
-            "one of " + ", ".join(map(str, self.options)) if self.options else f">= {self.minimum}"
-        )
-        return f"{text} or null" if self.nullable else text
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of a few names; null too when `nullable` (it switches the block off)."""
-
-    options: tuple[str, ...]
-    nullable: bool = False
-
-    def __call__(self, path: str, value: Any) -> str | None:
-        if value is None and self.nullable:
-            return None
-        if value not in self.options:
-            allowed = ("null",) * self.nullable + self.options
-            raise ObjectiveConfigError(f"{path}={value!r} is not one of: {', '.join(allowed)}")
-        return value
-
-
-def boolean(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ObjectiveConfigError(f"{path}={value!r} is not a boolean: must be true or false")
-    return value
 
 
 Check = Callable[[str, Any], Any]
@@ -192,7 +97,7 @@ def resolve(
         path = f"{ROOT}.{key}"
         value = overrides.get(key, base[key])
         if not isinstance(field, dict):
-            resolved[key] = field[1](path, value)
+            resolved[key] = checked(field[1], path, value)
             continue
         block = dict(base[key])
         if value is None and key in SWITCHES:
@@ -205,8 +110,17 @@ def resolve(
             raise ObjectiveConfigError(
                 f"{path}={value!r} is not a block: must be {allowed} of {', '.join(field)}"
             )
-        resolved[key] = {k: check(f"{path}.{k}", block[k]) for k, (_, check) in field.items()}
+        resolved[key] = {k: checked(check, f"{path}.{k}", block[k])
+                         for k, (_, check) in field.items()}
     return resolved
+
+
+def checked(check: Check, path: str, value: Any) -> Any:
+    """`check(path, value)`, its refusal raised as an ObjectiveConfigError."""
+    try:
+        return check(path, value)
+    except ConfigError as error:
+        raise ObjectiveConfigError(str(error)) from None
 
 
 def _refuse_unknown(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from riskalign.fields import Choice
 from riskalign.objectives.config import (
     PAIR_SCHEMA,
     ROOT,
     SFT_SCHEMA,
-    Choice,
+    checked,
     defaults,
     resolve,
 )
@@ -44,7 +45,7 @@ def build(name: str, **params: Any) -> Objective:
     Raises ObjectiveConfigError, before any tensor work, on an unknown name or
     key or an out-of-range value.
     """
-    Choice(tuple(names()))(f"{ROOT}.name", name)
+    checked(Choice(tuple(names())), f"{ROOT}.name", name)
     if name == "sft":
         return SFTObjective(
             name, {"name": name, **resolve(SFT_SCHEMA, defaults(SFT_SCHEMA), params)}

@@ -1,0 +1,130 @@
+"""Typed config fields with ranges: each check returns the value or refuses it in one line
+naming the key, the value and what is allowed (`ConfigError`).
+
+    Real(low=0.0)("optim.lr", 0)  ->  ConfigError: optim.lr=0 is out of range: must be > 0
+
+The objectives' parameters and the run's own keys (riskalign.config_checks) are both
+declared with these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; its message is one line."""
+
+
+@dataclass(frozen=True)
+class Real:
+    """A float in an interval; None bounds are unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = True
+    high_open: bool = False
+    nullable: bool = False
+
+    def __call__(self, path: str, value: Any) -> float | None:
+        if value is None and self.nullable:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(
+                f"{path}={value!r} is not a finite number: must be {self.describe()}"
+            )
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (
+            value >= self.high if self.high_open else value > self.high
+        )
+        if below or above:
+            raise ConfigError(
+                f"{path}={value!r} is out of range: must be {self.describe()}"
+            )
+        return float(value)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"in {left}{self.low:g}, {self.high:g}{right}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        else:
+            text = "a finite number"
+        return f"{text} or null" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An int in [minimum, maximum], or one of `options`; or null when `nullable`."""
+
+    minimum: int = 1
+    options: tuple[int, ...] = ()
+    nullable: bool = False
+    maximum: int | None = None
+
+    def __call__(self, path: str, value: Any) -> int | None:
+        if value is None and self.nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(
+                f"{path}={value!r} is not an integer: must be {self.describe()}"
+            )
+        if (self.options and value not in self.options) or value < self.minimum or (
+                self.maximum is not None and value > self.maximum):
+            raise ConfigError(
+                f"{path}={value!r} is out of range: must be {self.describe()}"
+            )
+        return value
+
+    def describe(self) -> str:
+        if self.options:
+            text = "one of " + ", ".join(map(str, self.options))
+        elif self.maximum is not None:
+            text = f"an integer in [{self.minimum}, {self.maximum}]"
+        else:
+            text = f">= {self.minimum}"
+        return f"{text} or null" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few names; null too when `nullable` (it switches the block off)."""
+
+    options: tuple[Any, ...]
+    nullable: bool = False
+
+    def __call__(self, path: str, value: Any) -> Any:
+        if value is None and self.nullable:
+            return None
+        if value not in self.options:
+            allowed = ("null",) * self.nullable + self.options
+            raise ConfigError(f"{path}={value!r} is not one of: {', '.join(map(str, allowed))}")
+        return value
+
+
+def boolean(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}={value!r} is not a boolean: must be true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two values, each checked by `item` (Adam's betas)."""
+
+    item: Any
+
+    def __call__(self, path: str, value: Any) -> tuple[Any, Any]:
+        if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+            raise ConfigError(f"{path}={value!r} is not a pair: must be [a, b], each "
+                              f"{self.item.describe()}")
+        return tuple(self.item(f"{path}[{index}]", item) for index, item in enumerate(value))
