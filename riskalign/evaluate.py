@@ -28,12 +28,13 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import transformers
 
     from riskalign.artifacts import write_json_atomic, write_text_atomic
-    from riskalign.config_checks import check_local_path
+    from riskalign.config_checks import check_fields, check_local_path
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
     from riskalign.evaluation.win_rate import win_rate
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.resolve import ensure_world, held_out_prompts, load_configured_data, model_source
 
+    check_fields(cfg)  # the model, data and eval keys it shares with training
     check_local_path(str(cfg.policy), "policy")
     settings = EvalSettings.from_config(cfg.eval)
     transformers.logging.set_verbosity_error()

@@ -278,3 +278,18 @@ def test_the_other_entry_points_refuse_unknown_options_alike(entry_point, capsys
     assert result.stderr.startswith(f"riskalign.{entry_point}: error: reward=nonexistent is "
                                     "not one of: distilbert-imdb,")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("entry_point", ["evaluate", "pairs"])
+def test_the_other_entry_points_check_the_keys_they_share_with_training(
+        entry_point, smoke_env, monkeypatch, capsys):
+    for name, value in smoke_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("riskalign.models.loading.load_causal_lm",
+                        lambda *args, **kwargs: pytest.fail("a model loaded"))
+    policy = ["policy=."] if entry_point == "evaluate" else []
+    result = _run_main(REPO / "riskalign" / f"{entry_point}.py",
+                       ["debug=smoke", *policy, "model.dtype=float13"], capsys)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr == (f"riskalign.{entry_point}: error: model.dtype='float13' is not one "
+                             "of: float32, bfloat16, float16\n")
