@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,8 +81,6 @@ def test_killed_twice_and_resumed_equals_the_uninterrupted_run(smoke_env, tmp_pa
      "data.batch_size=4", "eval.num_prompts=8"),
 ], ids=["lora", "ra_rlhf", "ddp"])
 def test_resuming_from_a_middle_checkpoint_equals_the_whole_run(overrides, smoke_env, tmp_path):
-    import shutil
-
     run = (*RUN, "trainer.max_steps=6", "checkpoint.every_n_steps=2", "eval.every_n_steps=2",
            *overrides)
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -130,6 +129,20 @@ def test_checkpoints_hold_the_state_to_resume_and_never_the_reference(smoke_env,
     assert any("RandomState" in k for k in callbacks)
     loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loader == [{"epoch": 0, "batches": 8}]
+
+
+    # killed after the last checkpoint but before the summary: resuming only finishes
+    run_dir = tmp_path / "run"
+    expected = json.loads((run_dir / "summary.json").read_text())
+    metrics = (run_dir / "metrics.csv").read_bytes()
+    (run_dir / "summary.json").unlink()
+    shutil.rmtree(run_dir / "policy")
+    result = run_train(*RUN, "trainer.max_steps=8", "checkpoint.keep_last=1",
+                       f"resume={run_dir}", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["curve"] == expected["curve"] and resumed["steps"] == 8
+    assert (run_dir / "metrics.csv").read_bytes() == metrics
 
 
 def test_incomplete_and_corrupt_checkpoints_are_passed_over(tmp_path, smoke_env):
