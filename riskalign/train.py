@@ -135,7 +135,7 @@ def train(
     from lightning.pytorch.callbacks import RichProgressBar
 
     from riskalign.artifacts import write_json_atomic
-    from riskalign.checkpoints import PeriodicCheckpoint
+    from riskalign.checkpoints import PeriodicCheckpoint, StagedCheckpointIO
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
@@ -248,6 +248,7 @@ def train(
         # runs checkpoints last, after that step's evaluation
         callbacks=[step_timer, guard, evaluation, RandomState(), RichProgressBar(leave=True)]
         + ([checkpoints] if checkpoints else []),
+        plugins=[StagedCheckpointIO()] if checkpoints else None,
     )
     launch_environment = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
     try:
@@ -271,6 +272,7 @@ def train(
             "wall_seconds": round(time.perf_counter() - started, 2),
             "steps": getattr(module, "progress_step", trainer.global_step),
             "resumed_from": str(resume_from.directory) if resume_from else None,
+            "checkpoints": checkpoints.summary() if checkpoints else None,
             "timing": step_timer.summary(),
             "reference_cache": reference_cache,
             "cuda_peak_gb": _cuda_peak_gb(),

@@ -129,6 +129,11 @@ def test_checkpoints_hold_the_state_to_resume_and_never_the_reference(smoke_env,
     assert any("RandomState" in k for k in callbacks)
     loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loader == [{"epoch": 0, "batches": 8}]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["checkpoints"]["written"] == 2
+    assert summary["checkpoints"]["last"].endswith("step-00000008")
+    assert summary["checkpoints"]["bytes"] == sum(
+        f.stat().st_size for f in directories[0].iterdir() if f.name != "complete.json")
 
 
     # killed after the last checkpoint but before the summary: resuming only finishes
