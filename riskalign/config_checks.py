@@ -25,7 +25,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true",
-              "32", "bf16", "16", "64", 32, 16, 64)
+              "32", "bf16", "16", "64")
 SEEDS = Integer(minimum=0, maximum=2**32 - 1)  # numpy's range
 POSITIVE = Integer(minimum=1)
 
@@ -43,7 +43,7 @@ RUN_FIELDS: dict[str, Any] = {
     "model.attn_implementation": Choice(ATTENTION),
     "model.gradient_checkpointing": boolean,
     "trainer.accelerator": Choice(ACCELERATORS),
-    "trainer.precision": Choice(PRECISIONS),
+    "trainer.precision": lambda key, value: Choice(PRECISIONS)(key, str(value)),  # 32 or "32"
     "trainer.max_steps": POSITIVE,  # runs count steps: curves, schedules, checkpoints
     "trainer.accumulate_grad_batches": POSITIVE,
     "trainer.log_every_n_steps": POSITIVE,
