@@ -1,8 +1,10 @@
 """Cached artifacts that are complete or absent: built in a staging directory, then renamed.
 
-A reader trusts a directory only when its marker file exists; the marker is written
-last, inside the staging directory, so a crash at any point leaves either nothing
-or a leftover without a marker that the next build replaces.
+A reader trusts a directory only when its marker file exists and every file the
+marker lists has the size it records; the marker is written last, inside the
+staging directory, so a crash at any point leaves either nothing or a leftover
+without a marker, and a file truncated later makes the artifact incomplete; the
+next build replaces either.
 """
 
 from __future__ import annotations
@@ -66,8 +68,23 @@ def fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
+FILE_SIZES = "_files"  # the marker's record of every file's size, for is_complete
+
+
 def is_complete(directory: Path, marker: str) -> bool:
-    return (directory / marker).is_file()
+    """The marker is there and every file it records has its recorded size (a file
+    truncated or removed since makes the artifact incomplete: it is rebuilt)."""
+    try:
+        recorded = json.loads((directory / marker).read_text()).get(FILE_SIZES, {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all((directory / name).is_file() and (directory / name).stat().st_size == size
+               for name, size in recorded.items())
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {str(path.relative_to(directory)): path.stat().st_size
+            for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
 def read_marker(directory: Path, marker: str) -> dict[str, Any]:
@@ -87,7 +104,7 @@ def build_atomically(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".building-{directory.name}-", dir=directory.parent))
     try:
-        info = build(staging)
+        info = {**(build(staging) or {}), FILE_SIZES: _file_sizes(staging)}
         (staging / marker).write_text(json.dumps(info, indent=2, default=str))
         if directory.exists() and not is_complete(directory, marker):
             log.warning("Replacing incomplete artifact %s", directory)  # a crashed build's

@@ -69,3 +69,15 @@ def test_world_is_reused_from_cache_and_rebuilt_when_config_changes(smoke_world,
     assert reviews.world_key(changed) != reviews.world_key(_smoke_world_config())
     reviews.ensure_reviews_world(changed, cache)
     assert builds == [changed], "a changed config must trigger a build"
+
+
+def test_a_world_with_a_truncated_file_is_rebuilt(tmp_path, smoke_world):
+    """The marker records every file's size: a file cut short after the build makes the
+    world incomplete, and the next use rebuilds it (the same bytes: it is seeded)."""
+    world = reviews.ensure_reviews_world(_smoke_world_config(), tmp_path)
+    weights = world.model_dir / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    assert not reviews.is_complete(world.root, reviews.COMPLETE_MARKER)
+    rebuilt = reviews.ensure_reviews_world(_smoke_world_config(), tmp_path)
+    assert rebuilt.root == world.root and weights.read_bytes() == good
