@@ -29,8 +29,10 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from riskalign.artifacts import file_sha256, fsync_file, write_json_atomic
+from riskalign.modules.common import progress_step
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +133,31 @@ class PeriodicCheckpoint(Checkpoint):
         self._finish(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: Any) -> None:
-        step = int(getattr(module, "progress_step", trainer.global_step))
+        step = progress_step(trainer, module)
         if step == self._last_step or step % self.every_n_steps:
             return  # gradient accumulation: several batches end on the same step
         self._last_step = step
+        if self._good_state(step):
+            self._save_state(trainer, step)
+
+    def on_exception(self, trainer: Trainer, module: LightningModule,
+                     exception: BaseException) -> None:
+        """On SIGTERM (a preemption's warning), Lightning finishes the step, logs it and
+        stops: checkpoint that step, so the resumed run loses no work."""
+        if not isinstance(exception, SIGTERMException):
+            return
+        step = progress_step(trainer, module)
+        if step != self._last_step and step > 0 and self._good_state(step):
+            self._last_step = step
+            self._save_state(trainer, step)
+        self._finish(trainer)
+
+    def _good_state(self, step: int) -> bool:
         if self.guard is not None and self.guard.in_streak:
             log.warning("checkpoint at step %d not written: the step was skipped as "
                         "non-finite", step)
-            return
-        self._save_state(trainer, step)
+            return False
+        return True
 
     def _save_state(self, trainer: Trainer, step: int) -> None:
         started = time.perf_counter()

@@ -4,3 +4,7 @@ catch them before anything heavy has loaded)."""
 
 class NumericalGuardError(RuntimeError):
     """Training stopped after `guard.max_consecutive` non-finite steps in a row."""
+
+
+class Preempted(RuntimeError):
+    """Training stopped on SIGTERM, after checkpointing the step it had finished."""

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config_checks import ConfigError, check_config
-from riskalign.stops import NumericalGuardError
+from riskalign.stops import NumericalGuardError, Preempted
 
 log = logging.getLogger("riskalign.train")
 # The frozen reference is in eval mode on purpose; Lightning warns about any such module.
@@ -51,11 +51,12 @@ def main(cfg: DictConfig) -> None:
             raise  # Hydra marks the job failed, RecordFailures writes it down, the sweep goes on
         print(f"riskalign: error: {error}", file=sys.stderr)
         sys.exit(2)
-    except NumericalGuardError as error:
+    except (NumericalGuardError, Preempted) as error:
         if multirun:
             raise
         print(f"riskalign: stopped: {error}", file=sys.stderr)
-        sys.exit(1)
+        # 143 = 128 + SIGTERM, what a job killed by it reports, so that requeue logic sees it
+        sys.exit(143 if isinstance(error, Preempted) else 1)
 
 
 def _pin_process_launches_to_this_job(hydra_cfg: DictConfig) -> None:
@@ -133,6 +134,7 @@ def train(
     import lightning
     import transformers
     from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from riskalign.artifacts import write_json_atomic
     from riskalign.checkpoints import PeriodicCheckpoint, StagedCheckpointIO
@@ -150,6 +152,7 @@ def train(
     )
     from riskalign.models.loading import LazyReference, load_policy, load_reference, load_tokenizer
     from riskalign.modules.alignment import AlignmentModule
+    from riskalign.modules.common import progress_step
     from riskalign.modules.online import OnlineRLModule
     from riskalign.random_state import RandomState
     from riskalign.resolve import (
@@ -256,12 +259,13 @@ def train(
             trainer.fit(module, datamodule=datamodule,
                         ckpt_path=resume_from.state_file if resume_from else None,
                         weights_only=True)
-        except NumericalGuardError as error:
+        except (NumericalGuardError, SIGTERMException) as error:
             kept = (checkpoints.last_saved if checkpoints else None) or resume_from
-            raise NumericalGuardError(
-                f"{error}; last good checkpoint: "
-                f"{kept.directory if kept else 'none (none written yet)'}"
-            ) from None
+            where = kept.directory if kept else "none (none written yet)"
+            if isinstance(error, NumericalGuardError):
+                raise NumericalGuardError(f"{error}; last good checkpoint: {where}") from None
+            raise Preempted(f"SIGTERM at step {progress_step(trainer, module)}; checkpoint: "
+                            f"{where}; continue with resume=auto or resume={run_dir}") from None
         _save_policy(trainer, module, tokenizer, run_dir / "policy")
         if not trainer.is_global_zero:
             return {"final": evaluation.curve[-1]}  # rank 0 writes the run's files
@@ -270,7 +274,7 @@ def train(
             "objective": cfg.objective.name,
             "run_dir": str(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 2),
-            "steps": getattr(module, "progress_step", trainer.global_step),
+            "steps": progress_step(trainer, module),
             "resumed_from": str(resume_from.directory) if resume_from else None,
             "checkpoints": checkpoints.summary() if checkpoints else None,
             "timing": step_timer.summary(),

@@ -28,14 +28,12 @@ def _start(overrides, env) -> subprocess.Popen:
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 
 
-def _kill_once_written(process: subprocess.Popen, root: Path, step: int) -> Path:
-    """SIGKILL the run as soon as its checkpoint of `step` is complete; its run dir."""
+def _wait_for_checkpoint(process: subprocess.Popen, root: Path, step: int) -> Path:
+    """Return the run's directory as soon as its checkpoint of `step` is complete."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         markers = list(root.glob(f"runs/*/*/checkpoints/step-{step:08d}/complete.json"))
         if markers:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
             return markers[0].parents[2]
         if process.poll() is not None:
             pytest.fail(f"the run ended (exit {process.returncode}) before checkpoint {step}: "
@@ -43,6 +41,14 @@ def _kill_once_written(process: subprocess.Popen, root: Path, step: int) -> Path
         time.sleep(0.05)
     process.kill()
     pytest.fail(f"no checkpoint of step {step} within 300 s")
+
+
+def _kill_once_written(process: subprocess.Popen, root: Path, step: int) -> Path:
+    """SIGKILL the run as soon as its checkpoint of `step` is complete; its run dir."""
+    run_dir = _wait_for_checkpoint(process, root, step)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return run_dir
 
 
 def test_killed_twice_and_resumed_equals_the_uninterrupted_run(smoke_env, tmp_path):
@@ -66,6 +72,34 @@ def test_killed_twice_and_resumed_equals_the_uninterrupted_run(smoke_env, tmp_pa
     assert [point["step"] for point in resumed["curve"]] == [0, 4, 8, 12]
     assert resumed["curve"] == expected["curve"]  # every number, exactly
     assert resumed["final"] == expected["final"]
+    for name in ("metrics.csv", "policy/model.safetensors"):
+        assert (run_dir / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+
+
+def test_sigterm_checkpoints_the_finished_step_and_resume_equals_the_whole_run(
+        smoke_env, tmp_path):
+    """SIGTERM (a preemption's warning): Lightning finishes the step; the run checkpoints
+    it, whatever the checkpoint cadence, and exits 143. Evaluations (every 4) and the
+    checkpoint then fall on different steps."""
+    full = run_train(*RUN, f"hydra.run.dir={tmp_path / 'full'}", env=smoke_env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    env = {**smoke_env, "RISKALIGN_OUTPUT_ROOT": str(tmp_path / "attempts")}
+    process = _start(RUN, env)
+    run_dir = _wait_for_checkpoint(process, Path(env["RISKALIGN_OUTPUT_ROOT"]), step=4)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    assert not (run_dir / "summary.json").exists(), "SIGTERM came after the end: test too slow"
+    step = max(int(d.name.split("-")[1]) for d in (run_dir / "checkpoints").glob("step-*"))
+    assert step > 4, "no checkpoint of the step SIGTERM interrupted"
+    assert (f"riskalign: stopped: SIGTERM at step {step}; checkpoint: "
+            f"{run_dir / 'checkpoints' / f'step-{step:08d}'}") in stderr
+    resumed = run_train(*RUN, "resume=auto", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = (json.loads((d / "summary.json").read_text())
+                     for d in (tmp_path / "full", run_dir))
+    assert got["resumed_from"].endswith(f"step-{step:08d}")
+    assert got["curve"] == expected["curve"]
     for name in ("metrics.csv", "policy/model.safetensors"):
         assert (run_dir / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
 

@@ -11,6 +11,7 @@ from lightning import Callback, LightningModule, Trainer
 
 from riskalign.evaluation.alignment import EvalSettings, evaluate_pairs, evaluate_samples
 from riskalign.models.loading import freeze
+from riskalign.modules.common import progress_step
 from riskalign.rewards import RewardModel
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class AlignmentEvaluation(Callback):
         self.curve: list[dict[str, float]] = []
 
     def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
-        step = _progress_step(trainer, module)
+        step = progress_step(trainer, module)
         if self.curve and self.curve[-1]["step"] == step:
             return
         started = time.perf_counter()
@@ -102,17 +103,13 @@ class AlignmentEvaluation(Callback):
         self.curve = [dict(point) for point in state["curve"]]
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._evaluate(trainer, pl_module)  # a resumed run has this step's point already
+        if not self.curve:  # a resumed run has its curve so far, from before training on
+            self._evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         every = self.every_n_steps
-        if every and _progress_step(trainer, pl_module) % every == 0:
+        if every and progress_step(trainer, pl_module) % every == 0:
             self._evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._evaluate(trainer, pl_module)
-
-
-def _progress_step(trainer: Trainer, module: LightningModule) -> int:
-    """Optimizer steps, or what the module counts instead (PPO: iterations)."""
-    return int(getattr(module, "progress_step", trainer.global_step))

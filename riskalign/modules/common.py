@@ -38,6 +38,12 @@ def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str,
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+def progress_step(trainer: Any, module: Any) -> int:
+    """Optimizer steps, or what the module counts instead (PPO: iterations): the step
+    of evaluation curves and checkpoints."""
+    return int(getattr(module, "progress_step", trainer.global_step))
+
+
 def trainer_precision(module: Any) -> str | None:
     """The precision of the trainer a LightningModule is attached to (None if none)."""
     return str(module.trainer.precision) if module._trainer is not None else None
