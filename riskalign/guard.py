@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from riskalign.config_checks import ConfigError
+from riskalign.config_checks import RUN_FIELDS
 from riskalign.stops import NumericalGuardError
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,8 @@ log = logging.getLogger(__name__)
 
 class NumericalGuard(Callback):
     def __init__(self, max_consecutive: int) -> None:
-        if not isinstance(max_consecutive, int) or max_consecutive < 1:
-            raise ConfigError(
-                f"guard.max_consecutive={max_consecutive!r} is invalid: must be an integer >= 1"
-            )
-        self.max_consecutive = max_consecutive
+        self.max_consecutive = RUN_FIELDS["guard.max_consecutive"]("guard.max_consecutive",
+                                                                   max_consecutive)
         self.skipped_steps = 0
         self.consecutive = 0
         self.last_finite: dict[str, float] = {}

@@ -98,5 +98,5 @@ def test_a_stopped_run_keeps_its_last_good_checkpoint(smoke_world, tmp_path):
 
 
 def test_max_consecutive_must_be_positive():
-    with pytest.raises(ConfigError, match=r"guard.max_consecutive=0 is invalid"):
+    with pytest.raises(ConfigError, match=r"guard.max_consecutive=0 is out of range: must be >= 1"):
         NumericalGuard(0)
