@@ -82,9 +82,24 @@ def is_complete(directory: Path, marker: str) -> bool:
                for name, size in recorded.items())
 
 
-def _file_sizes(directory: Path) -> dict[str, int]:
+def file_sizes(directory: Path) -> dict[str, int]:
+    """Every file's size under `directory`: what a marker records for `is_complete`."""
     return {str(path.relative_to(directory)): path.stat().st_size
             for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def staging_directory(target: Path) -> Path:
+    """Where `target` is written before `move_into_place`: beside it, and the same path
+    in every process of a distributed run (which all take part in the writing)."""
+    return target.with_name(f".partial-{target.name}")
+
+
+def move_into_place(staging: Path, target: Path) -> None:
+    """Rename a finished staging directory to `target`, replacing what an interrupted
+    attempt left there."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
 
 
 def read_marker(directory: Path, marker: str) -> dict[str, Any]:
@@ -104,7 +119,7 @@ def build_atomically(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".building-{directory.name}-", dir=directory.parent))
     try:
-        info = {**(build(staging) or {}), FILE_SIZES: _file_sizes(staging)}
+        info = {**(build(staging) or {}), FILE_SIZES: file_sizes(staging)}
         (staging / marker).write_text(json.dumps(info, indent=2, default=str))
         if directory.exists() and not is_complete(directory, marker):
             log.warning("Replacing incomplete artifact %s", directory)  # a crashed build's

@@ -15,9 +15,7 @@ is never saved: the run rebuilds it from its config.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -31,7 +29,17 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from riskalign.artifacts import file_sha256, fsync_file, write_json_atomic
+from riskalign.artifacts import (
+    FILE_SIZES,
+    file_sha256,
+    file_sizes,
+    fsync_file,
+    is_complete,
+    move_into_place,
+    read_marker,
+    staging_directory,
+    write_json_atomic,
+)
 from riskalign.modules.common import progress_step
 
 log = logging.getLogger(__name__)
@@ -54,7 +62,8 @@ class SavedCheckpoint:
     directory: Path
     step: int
     config: dict[str, Any]
-    files: dict[str, dict[str, Any]]
+    sha256: dict[str, str]  # file name -> its SHA-256
+    sizes: dict[str, int]  # file name -> bytes (what is_complete checks)
 
     @property
     def run_dir(self) -> Path:
@@ -66,12 +75,12 @@ class SavedCheckpoint:
 
     def verify(self) -> None:
         """Raise CorruptCheckpoint unless every file has the recorded size and SHA-256."""
-        for name, expected in self.files.items():
-            path = self.directory / name
-            if not path.is_file() or path.stat().st_size != expected["bytes"]:
-                raise CorruptCheckpoint(f"{path} is missing or truncated")
-            if file_sha256(path) != expected["sha256"]:
-                raise CorruptCheckpoint(f"{path} does not match its recorded SHA-256")
+        if not is_complete(self.directory, MARKER):
+            raise CorruptCheckpoint(f"{self.directory} has a missing or truncated file")
+        for name, expected in self.sha256.items():
+            if file_sha256(self.directory / name) != expected:
+                raise CorruptCheckpoint(f"{self.directory / name} does not match its recorded "
+                                        "SHA-256")
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -80,16 +89,14 @@ class CorruptCheckpoint(RuntimeError):
 
 def read_checkpoint(directory: Path) -> SavedCheckpoint | None:
     """The checkpoint in `directory` if it is complete (marker present, sizes right)."""
+    if not is_complete(directory, MARKER):
+        return None
     try:
-        marker = json.loads((directory / MARKER).read_text())
-        saved = SavedCheckpoint(directory, int(marker["step"]), marker["config"],
-                                marker["files"])
+        marker = read_marker(directory, MARKER)
+        return SavedCheckpoint(directory, int(marker["step"]), marker["config"],
+                               marker["sha256"], marker[FILE_SIZES])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    sizes_match = all((directory / name).is_file()
-                      and (directory / name).stat().st_size == info["bytes"]
-                      for name, info in saved.files.items())
-    return saved if sizes_match else None
 
 
 def complete_checkpoints(run_dir: Path) -> list[SavedCheckpoint]:
@@ -161,7 +168,7 @@ class PeriodicCheckpoint(Checkpoint):
 
     def _save_state(self, trainer: Trainer, step: int) -> None:
         started = time.perf_counter()
-        staging = _staging(step_directory(self.run_dir, step))  # the same path on every rank
+        staging = staging_directory(step_directory(self.run_dir, step))
         if trainer.is_global_zero:
             shutil.rmtree(staging, ignore_errors=True)  # a crashed attempt's leftovers
             staging.mkdir(parents=True)
@@ -181,20 +188,19 @@ class PeriodicCheckpoint(Checkpoint):
         metrics = self.run_dir / METRICS_FILE
         if metrics.is_file():
             shutil.copyfile(metrics, staging / METRICS_FILE)
-        files = {}
+        sha256 = {}
         for path in sorted(staging.iterdir()):
             fsync_file(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+            sha256[path.name] = file_sha256(path)
         write_json_atomic(staging / MARKER, {"step": step, "config": self.config,
-                                             "files": files})
+                                             "sha256": sha256,
+                                             FILE_SIZES: file_sizes(staging)})
         target = step_directory(self.run_dir, step)
-        if target.exists():  # an interrupted attempt's checkpoint of the same step
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        move_into_place(staging, target)  # over an interrupted attempt's of the same step
         self.last_saved = read_checkpoint(target)
         self.seconds.append(seconds + time.perf_counter() - started)
         log.info("checkpoint: step %d written to %s (%.2f GB, %.1f s)", step, target,
-                 sum(info["bytes"] for info in files.values()) / 1e9, self.seconds[-1])
+                 sum(self.last_saved.sizes.values()) / 1e9, self.seconds[-1])
         for old in complete_checkpoints(self.run_dir)[: -self.keep_last]:
             shutil.rmtree(old.directory, ignore_errors=True)
 
@@ -205,7 +211,7 @@ class PeriodicCheckpoint(Checkpoint):
         return {
             "written": len(self.seconds),
             "last": str(saved.directory) if saved else None,
-            "bytes": sum(info["bytes"] for info in saved.files.values()) if saved else None,
+            "bytes": sum(saved.sizes.values()) if saved else None,
             "seconds_mean": round(sum(self.seconds) / len(self.seconds), 3)
             if self.seconds else None,
         }
@@ -221,10 +227,6 @@ class StagedCheckpointIO(TorchCheckpointIO):
                         storage_options: Any = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, path)
-
-
-def _staging(target: Path) -> Path:
-    return target.with_name(f".partial-{target.name}")
 
 
 def _flush_csv_loggers(trainer: Trainer) -> None:

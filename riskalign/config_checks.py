@@ -74,6 +74,9 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+_ABSENT = object()  # a key this config does not have
+
+
 def check_fields(cfg: DictConfig, fields: dict[str, Any] = RUN_FIELDS) -> None:
     """Each declared key the config has, checked against its range."""
     for dotted, check in fields.items():
@@ -86,9 +89,6 @@ def check_fields(cfg: DictConfig, fields: dict[str, Any] = RUN_FIELDS) -> None:
         f"trainer.devices={devices!r} is invalid: must be an integer >= 1, -1 (all), "
         "auto, or a list of device ids",
     )
-
-
-_ABSENT = object()
 
 
 def check_local_path(value: str, key: str) -> None:

@@ -302,15 +302,16 @@ def _save_policy(trainer, module, tokenizer, directory: Path) -> None:
     place: a crash never leaves a half-written policy that evaluation would read."""
     import shutil
 
-    staging = directory.with_name(f".partial-{directory.name}")  # the same on every rank
+    from riskalign.artifacts import move_into_place, staging_directory
+
+    staging = staging_directory(directory)
     if trainer.is_global_zero:
         shutil.rmtree(staging, ignore_errors=True)
     trainer.strategy.barrier("riskalign-policy-staging")
     module.save_policy(staging)  # every process: FSDP gathers the weights
     if trainer.is_global_zero:
         tokenizer.save_pretrained(staging)
-        shutil.rmtree(directory, ignore_errors=True)  # an interrupted attempt's
-        os.replace(staging, directory)
+        move_into_place(staging, directory)
 
 
 def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
