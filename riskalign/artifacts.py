@@ -29,6 +29,17 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
+DIRECTORY_MODE = 0o777 & ~_umask()  # what mkdir would give; mkdtemp's are private (0700)
+
+
+def follow_umask(root: Path) -> None:
+    """Give `root` and everything under it the modes the umask allows, as `mkdir` and `open`
+    would have: mkdtemp (0700) and safetensors (0600) create private files whatever the
+    umask, which makes a cache shared on a cluster unreadable to the others."""
+    os.chmod(root, DIRECTORY_MODE)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -97,6 +108,7 @@ def staging_directory(target: Path) -> Path:
 def move_into_place(staging: Path, target: Path) -> None:
     """Rename a finished staging directory to `target`, replacing what an interrupted
     attempt left there."""
+    follow_umask(staging)
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
@@ -121,6 +133,7 @@ def build_atomically(
     try:
         info = {**(build(staging) or {}), FILE_SIZES: file_sizes(staging)}
         (staging / marker).write_text(json.dumps(info, indent=2, default=str))
+        follow_umask(staging)
         if directory.exists() and not is_complete(directory, marker):
             log.warning("Replacing incomplete artifact %s", directory)  # a crashed build's
             shutil.rmtree(directory, ignore_errors=True)

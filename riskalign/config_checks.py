@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from riskalign.fields import Choice, ConfigError, Integer, Pair, Real, boolean
+from riskalign.modules.optimization import OPTIMIZERS, SCHEDULERS
 
 __all__ = ["ConfigError", "RUN_FIELDS", "check_config", "check_local_path"]
 
@@ -48,10 +49,17 @@ RUN_FIELDS: dict[str, Any] = {
     "trainer.accumulate_grad_batches": POSITIVE,
     "trainer.log_every_n_steps": POSITIVE,
     "trainer.gradient_clip_val": Real(low=0.0, low_open=False, nullable=True),
-    "optim.lr": Real(low=0.0),
+    "optim.optimizer": Choice(OPTIMIZERS),
+    "optim.lr": Real(low=0.0, nullable=True),  # null: the model's (resolve_learning_rate)
     "optim.weight_decay": Real(low=0.0, low_open=False),
     "optim.betas": Pair(Real(low=0.0, high=1.0, low_open=False, high_open=True)),
-    "optim.warmup_steps": Integer(minimum=0),
+    "optim.scheduler": Choice(SCHEDULERS),
+    "optim.warmup_steps": Integer(minimum=0, nullable=True),
+    "optim.warmup_ratio": Real(low=0.0, high=1.0, low_open=False, high_open=True, nullable=True),
+    "model.disable_dropout": boolean,
+    "model.lr.full": Real(low=0.0),
+    "model.lr.lora": Real(low=0.0),
+    "data.eval_fraction": Real(low=0.0, high=1.0, high_open=True),
     "eval.every_n_steps": Integer(minimum=1, nullable=True),
     "eval.num_prompts": POSITIVE,
     "eval.batch_size": POSITIVE,
@@ -65,6 +73,7 @@ RUN_FIELDS: dict[str, Any] = {
     "guard.max_consecutive": POSITIVE,
     "checkpoint.every_n_steps": Integer(minimum=1, nullable=True),
     "checkpoint.keep_last": POSITIVE,
+    "checkpoint.save_policy": boolean,
     "logger.wandb.mode": Choice(WANDB_MODES),
 }
 
@@ -125,9 +134,26 @@ def _check_reward(cfg: DictConfig) -> None:
     check_reward_config(OmegaConf.to_container(reward, resolve=True))
 
 
+def resolve_learning_rate(cfg: DictConfig) -> None:
+    """Fill a null optim.lr with the model config's rate for its mode (model.lr.full, or
+    model.lr.lora with LoRA adapters), so the run's config records the rate it used."""
+    if OmegaConf.select(cfg, "optim.lr") is not None:
+        return
+    mode = "lora" if OmegaConf.select(cfg, "model.lora.enabled", default=False) else "full"
+    rate = OmegaConf.select(cfg, f"model.lr.{mode}")
+    _require(rate is not None,
+             f"optim.lr=null needs model.lr.{mode} (model={cfg.model.name} has none): set "
+             "optim.lr")
+    cfg.optim.lr = RUN_FIELDS[f"model.lr.{mode}"](f"model.lr.{mode}", rate)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, before any model or dataset loads."""
+    from riskalign.config_keys import check_callbacks, refuse_unknown_keys
+
+    refuse_unknown_keys(cfg)
     check_fields(cfg)
+    check_callbacks(cfg)
     data = cfg.data
     if data.source != "world":  # a dataset of its own: refuse a missing one now, not after loads
         _require(

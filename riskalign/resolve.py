@@ -6,9 +6,13 @@ Shared by every entry point (train, pairs, evaluate) so that `model=...` and
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config_checks import ConfigError
+
+log = logging.getLogger(__name__)
 
 WORLD_MODEL = "world"
 
@@ -63,11 +67,22 @@ def distinct_prompts(split) -> list[str]:
 
 
 def held_out_prompts(split, count: int) -> list[str]:
-    """The first `count` distinct prompts of the held-out split, refused if there are fewer."""
+    """The first `count` distinct prompts of the held-out split (all of them if fewer)."""
+    return distinct_prompts(split)[:count]
+
+
+def eval_sizes(eval_cfg, split, pairs: bool = True) -> tuple[list[str], int]:
+    """The evaluation's prompts and number of held-out pairs: eval.num_prompts and
+    eval.num_pairs, each capped at what the held-out split has, with one warning
+    naming both when either is (a small dataset runs with the defaults)."""
     distinct = distinct_prompts(split)
-    if len(distinct) < count:
-        raise ConfigError(
-            f"eval.num_prompts={count} exceeds the {len(distinct)} distinct prompts of the "
-            f"held-out split: must be <= {len(distinct)}"
-        )
-    return distinct[:count]
+    prompts = distinct[: eval_cfg.num_prompts]
+    num_pairs = min(eval_cfg.num_pairs, len(split)) if pairs else eval_cfg.num_pairs
+    capped = [f"eval.{key}={asked} to {got}" for key, asked, got in (
+        ("num_prompts", eval_cfg.num_prompts, len(prompts)),
+        ("num_pairs", eval_cfg.num_pairs, num_pairs)) if got < asked]
+    if capped:
+        log.warning("the held-out split has %d distinct prompts and %d rows: capping %s "
+                    "(hold out more with data.eval_fraction)", len(distinct), len(split),
+                    " and ".join(capped))
+    return prompts, num_pairs

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config_checks import ConfigError, check_config
+from riskalign.config_checks import ConfigError, check_config, resolve_learning_rate
 from riskalign.stops import NumericalGuardError, Preempted
 
 log = logging.getLogger("riskalign.train")
@@ -90,6 +90,7 @@ def train(
     set); `job_name` names the W&B run (default: the run directory's name).
     """
     started = time.perf_counter()
+    resolve_learning_rate(cfg)
     check_config(cfg)
     from riskalign.resume import find_resume_point
 
@@ -138,6 +139,7 @@ def train(
 
     from riskalign.artifacts import write_json_atomic
     from riskalign.checkpoints import PeriodicCheckpoint, StagedCheckpointIO
+    from riskalign.config_keys import build_callbacks
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
@@ -158,7 +160,7 @@ def train(
     from riskalign.resolve import (
         distinct_prompts,
         ensure_world,
-        held_out_prompts,
+        eval_sizes,
         load_configured_data,
         model_source,
     )
@@ -182,7 +184,7 @@ def train(
         # the prompts only: an online run samples its own episodes, even from a data config
         # whose source is `generated`
         splits, _ = load_configured_data(cfg, world, tokenizer)
-        prompts = held_out_prompts(splits["eval"], cfg.eval.num_prompts)
+        prompts, num_pairs = eval_sizes(cfg.eval, splits["eval"], pairs=False)
         iterations = int(trainer_kwargs["max_steps"])
         datamodule = PromptDataModule(distinct_prompts(splits["train"]), settings.batch_size,
                                       iterations, cfg.seed)
@@ -200,11 +202,12 @@ def train(
             seed=cfg.seed,
             kind=kind,
         )
-        prompts = datamodule.eval_prompts(cfg.eval.num_prompts)
+        prompts, num_pairs = eval_sizes(cfg.eval, splits["eval"])
         datamodule.setup("fit")
     reward = reward_model()
 
     policy = load_policy(source, cfg.model)
+    _warn_about_learning_rate(cfg, policy)
     if online:
         reference = load_reference(source, cfg.model, policy)
         module = OnlineRLModule(
@@ -227,7 +230,7 @@ def train(
         reward,
         EvalSettings.from_config(cfg.eval),
         pair_batches=pair_batches,
-        num_pairs=cfg.eval.num_pairs,
+        num_pairs=num_pairs,
         every_n_steps=cfg.eval.every_n_steps,
         offload_reference=isinstance(eval_reference, LazyReference),
     )
@@ -250,7 +253,7 @@ def train(
         # the timer first: its batch-end hook runs before an evaluation does; Lightning
         # runs checkpoints last, after that step's evaluation
         callbacks=[step_timer, guard, evaluation, RandomState(), RichProgressBar(leave=True)]
-        + ([checkpoints] if checkpoints else []),
+        + ([checkpoints] if checkpoints else []) + build_callbacks(cfg),
         plugins=[StagedCheckpointIO()] if checkpoints else None,
     )
     launch_environment = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
@@ -266,7 +269,8 @@ def train(
                 raise NumericalGuardError(f"{error}; last good checkpoint: {where}") from None
             raise Preempted(f"SIGTERM at step {progress_step(trainer, module)}; checkpoint: "
                             f"{where}; continue with resume=auto or resume={run_dir}") from None
-        _save_policy(trainer, module, tokenizer, run_dir / "policy")
+        if cfg.checkpoint.save_policy:
+            _save_policy(trainer, module, tokenizer, run_dir / "policy")
         if not trainer.is_global_zero:
             return {"final": evaluation.curve[-1]}  # rank 0 writes the run's files
         log_curve(loggers, evaluation.curve)
@@ -295,6 +299,18 @@ def train(
     print_closing_table(summary["reference"], summary["final"])
     log.info("Run written to %s", run_dir)
     return summary
+
+
+def _warn_about_learning_rate(cfg: DictConfig, policy) -> None:
+    from riskalign.models.lora import lora_settings
+    from riskalign.modules.optimization import learning_rate_warning
+
+    mode = "lora" if lora_settings(cfg.model) else "full"
+    parameters = sum(p.numel() for p in policy.parameters())
+    warning = learning_rate_warning(cfg.optim.lr, mode, parameters, cfg.model.name,
+                                    OmegaConf.select(cfg, f"model.lr.{mode}"))
+    if warning:
+        log.warning(warning)
 
 
 def _save_policy(trainer, module, tokenizer, directory: Path) -> None:

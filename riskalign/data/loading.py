@@ -31,7 +31,8 @@ EVAL_FRACTION = 0.05
 
 
 def load_raw_splits(
-    path: str, *, subset: str | None, train_split: str, eval_split: str
+    path: str, *, subset: str | None, train_split: str, eval_split: str,
+    eval_fraction: float = EVAL_FRACTION,
 ) -> DatasetDict:
     """The upstream records of `train_split` and `eval_split`, as keys "train" and "eval".
 
@@ -41,7 +42,7 @@ def load_raw_splits(
     holds one split, named `train_split`. `subset` picks, in this order, a folder
     of the repo (hh-rlhf's `harmless-base`), a data file `<subset>.<ext>` beside
     it (alpaca_eval's `alpaca_eval.json`), or a config named in its README. A
-    dataset without `eval_split` is divided 95/5 with seed 0.
+    dataset without `eval_split` holds out `eval_fraction` of its rows (seed 0).
     """
     splits = _load(path, subset, train_split)
     if train_split not in splits:
@@ -50,7 +51,7 @@ def load_raw_splits(
             f"(splits: {', '.join(splits)})"
         )
     if eval_split not in splits:
-        return hold_out(splits[train_split])
+        return hold_out(splits[train_split], eval_fraction)
     return DatasetDict(train=splits[train_split], eval=splits[eval_split])
 
 
@@ -91,6 +92,7 @@ def load_data(
         subset=data_cfg.get("subset"),
         train_split=data_cfg["train_split"],
         eval_split=data_cfg["eval_split"],
+        eval_fraction=data_cfg.get("eval_fraction") or EVAL_FRACTION,
     )
     try:
         splits = convert(raw, format_name, tokenizer, prompt_tokens=data_cfg.get("prompt_tokens"))

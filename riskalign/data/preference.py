@@ -157,12 +157,6 @@ class PreferenceDataModule(LightningDataModule):
             max_prompt_length=self.max_prompt_length,
         )
 
-    def eval_prompts(self, count: int) -> list[str]:
-        """The first `count` distinct prompts of the eval split, in dataset order."""
-        from riskalign.resolve import held_out_prompts
-
-        return held_out_prompts(self.splits["eval"], count)
-
     def attach_reference_logps(self, logps: dict[str, torch.Tensor]) -> None:
         """Give every pair its cached (chosen, rejected) reference log-probabilities."""
         assert self.tokenized is not None, "call setup() first"

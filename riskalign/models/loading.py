@@ -57,18 +57,40 @@ def freeze(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_policy(source: str, model_cfg) -> PreTrainedModel:
-    """The trainable policy: gradient checkpointing and LoRA adapters as the model config says.
+    """The trainable policy: dropout, gradient checkpointing and LoRA adapters as the model
+    config says.
 
-    Checkpointing is non-reentrant, so double backprop (the WDPO penalty) runs through it.
+    Dropout is off unless model.disable_dropout=false, as in TRL and the DPO reference
+    code: with it on, the policy's log-probs at step 0 differ from the (eval-mode)
+    reference's, so rewards and margins start as noise. It goes before the adapters are
+    added: their own dropout is model.lora.dropout. Checkpointing is non-reentrant, so
+    double backprop (the WDPO penalty) runs through it.
     """
     from riskalign.models.lora import add_lora, lora_settings
 
     policy = load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation)
+    if model_cfg.get("disable_dropout", True):
+        disable_dropout(policy)
     if model_cfg.get("gradient_checkpointing", False):
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False  # a KV cache is useless when activations are recomputed
     lora = lora_settings(model_cfg)
     return add_lora(policy, lora) if lora else policy
+
+
+# Float attributes some attention implementations read as their dropout probability
+# (Llama's, Qwen's `attention_dropout`, OPT's `dropout`) instead of an nn.Dropout module.
+DROPOUT_ATTRIBUTES = ("dropout", "attention_dropout", "attn_dropout", "activation_dropout")
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of the model off, in train mode too."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def load_reference(source: str, model_cfg, policy: PreTrainedModel):

@@ -13,11 +13,11 @@ from riskalign.models.loading import freeze
 from riskalign.models.response_logits import response_layout, response_logits
 from riskalign.modules.common import (
     FrozenReference,
-    adamw_with_warmup,
     full_state_dict,
     trainer_precision,
     unwrap_fsdp,
 )
+from riskalign.modules.optimization import build_optimizer, gradient_norm
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,14 @@ class AlignmentModule(FrozenReference, LightningModule):
             if name == "loss" or writes_logs:
                 self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR_METRICS,
                          batch_size=pairs, sync_dist=distributed)
+        if writes_logs and self._trainer is not None:
+            self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, batch_size=pairs)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradients' norm before clipping (on the steps the loggers write)."""
+        if self._writes_logs():
+            self.log("grad_norm", gradient_norm(optimizer), on_step=True)
 
     def _writes_logs(self) -> bool:
         if self._trainer is None:
@@ -100,7 +107,9 @@ class AlignmentModule(FrozenReference, LightningModule):
         return bool(getattr(self.trainer._logger_connector, "should_update_logs", True))
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self.policy.parameters(), self.optim, trainer_precision(self))
+        steps = self.trainer.max_steps if self._trainer is not None else 1
+        return build_optimizer(self.policy.parameters(), self.optim, steps,
+                               trainer_precision(self))
 
     def save_policy(self, directory) -> None:
         """Write the policy as an HF directory (LoRA: the adapter). Every process must call

@@ -1,41 +1,13 @@
-"""What every riskalign LightningModule shares: the optimizer, and a frozen reference that
-stays in eval mode and out of checkpoints."""
+"""What every riskalign LightningModule shares: a frozen reference that stays in eval mode
+and out of checkpoints, and where a module stands in its run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 REFERENCE_PREFIX = "reference."
-FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def adamw_with_warmup(parameters: Iterable[torch.nn.Parameter], optim: dict[str, Any],
-                      precision: str | None = None) -> dict:
-    """AdamW over the trainable parameters with a linear learning-rate warmup (conf: optim).
-
-    One fused kernel over all parameters (CPU and CUDA) instead of a loop of small ops
-    per tensor, for float32/bf16/fp16 weights; not under Lightning's mixed precision
-    (`precision` "...-mixed"), which refuses to clip gradients for an optimizer that
-    unscales them itself.
-    """
-    trainable = [p for p in parameters if p.requires_grad]
-    fused = (all(p.dtype in FUSED_DTYPES for p in trainable)
-             and not str(precision).endswith("mixed"))
-    optimizer = torch.optim.AdamW(
-        trainable,
-        lr=float(optim["lr"]),
-        weight_decay=float(optim["weight_decay"]),
-        betas=tuple(optim["betas"]),
-        fused=fused or None,
-    )
-    warmup = int(optim["warmup_steps"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
-    )
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def progress_step(trainer: Any, module: Any) -> int:

@@ -21,8 +21,9 @@ from transformers import PreTrainedModel
 
 from riskalign.evaluation.sampling import position_ids, sample_batch
 from riskalign.evaluation.statistics import lower_tail_mean
-from riskalign.models.loading import freeze
-from riskalign.modules.common import FrozenReference, adamw_with_warmup, trainer_precision
+from riskalign.models.loading import disable_dropout, freeze
+from riskalign.modules.common import FrozenReference, trainer_precision
+from riskalign.modules.optimization import build_optimizer
 from riskalign.objectives.functional import soft_risk_keep
 from riskalign.objectives.online import OnlineSettings
 from riskalign.objectives.ppo import (
@@ -118,7 +119,7 @@ class OnlineRLModule(FrozenReference, LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False  # several PPO updates per training step
-        _disable_dropout(policy)  # log-probs at update time must match those at sampling
+        disable_dropout(policy)  # log-probs at update time must match those at sampling
         self.actor = PolicyWithValueHead(policy.train())
         self.reference = freeze(reference)
         self.tokenizer = tokenizer
@@ -265,9 +266,15 @@ class OnlineRLModule(FrozenReference, LightningModule):
                       prog_bar=False)
         self.log("reward", metrics["ppo/reward_mean"], prog_bar=True, on_step=True,
                  batch_size=self.settings.batch_size)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True,
+                 batch_size=self.settings.batch_size)
 
     def configure_optimizers(self):
-        return adamw_with_warmup(self.actor.parameters(), self.optim, trainer_precision(self))
+        # the schedule steps once per minibatch update: at most this many in the run
+        minibatches = -(-self.settings.batch_size // self.settings.minibatch_size)
+        updates = self.total_iterations * self.settings.ppo_epochs * minibatches
+        return build_optimizer(self.actor.parameters(), self.optim, updates,
+                               trainer_precision(self))
 
     def save_policy(self, directory: str | Path) -> None:
         self.actor.save_pretrained(directory)
@@ -285,8 +292,3 @@ class OnlineRLModule(FrozenReference, LightningModule):
             self.kl_controller.load_state_dict(checkpoint["ppo"]["kl_controller"])
             self._generator_state = checkpoint["ppo"].get("sampling_generator")
 
-
-def _disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
