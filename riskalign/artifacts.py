@@ -28,18 +28,25 @@ def _umask() -> int:
     return current
 
 
-FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
-DIRECTORY_MODE = 0o777 & ~_umask()  # what mkdir would give; mkdtemp's are private (0700)
+def file_mode() -> int:
+    """What open() would give a new file; mkstemp's files are private (0600)."""
+    return 0o666 & ~_umask()
+
+
+def directory_mode() -> int:
+    """What mkdir would give a new directory; mkdtemp's are private (0700)."""
+    return 0o777 & ~_umask()
 
 
 def follow_umask(root: Path) -> None:
     """Give `root` and everything under it the modes the umask allows, as `mkdir` and `open`
     would have: mkdtemp (0700) and safetensors (0600) create private files whatever the
     umask, which makes a cache shared on a cluster unreadable to the others."""
-    os.chmod(root, DIRECTORY_MODE)
+    files, directories = file_mode(), directory_mode()
+    os.chmod(root, directories)
     for path in root.rglob("*"):
         if not path.is_symlink():
-            os.chmod(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+            os.chmod(path, directories if path.is_dir() else files)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -51,7 +58,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, FILE_MODE)
+        os.chmod(temporary, file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
