@@ -18,6 +18,8 @@ from riskalign.config_checks import ConfigError, check_config
 from riskalign.data.formats import FORMATS, KIND_COLUMNS, PROBLEM_COLUMN, convert
 from riskalign.data.loading import load_data, load_raw_splits
 from riskalign.data.records import check_records
+from riskalign.worlds.grammar import vocabulary
+from riskalign.worlds.tokenizer import word_level_tokenizer
 from tests.conftest import CONF, REPO, compose_config
 
 FIXTURES = REPO / "tests" / "fixtures" / "data"
@@ -311,6 +313,62 @@ def test_chat_messages_without_template_render_as_hh_transcripts(tokenizer):
                                  "\n\nHuman: Tell me a fact.\n\nAssistant:")
 
 
+def implicit(record: dict) -> dict:
+    """The record as TRL's implicit-prompt format holds it: whole conversations, no prompt."""
+    prompt = record["prompt"]
+    return {key: prompt + [m for m in record[key] if m not in prompt]
+            for key in ("chosen", "rejected")}
+
+
+def test_implicit_prompt_chat_records_split_as_explicit_ones(chat_tokenizer, tmp_path):
+    records = [json.loads(line) for line in (LOCAL / "chat.jsonl").read_text().splitlines()]
+    path = write_jsonl(tmp_path / "implicit.jsonl", [implicit(record) for record in records])
+    explicit, _ = load(chat_tokenizer, "data=local", f"data.path={LOCAL / 'chat.jsonl'}",
+                       "data.eval_split=train")
+    splits, kind = load(chat_tokenizer, "data=local", f"data.path={path}", "data.eval_split=train")
+    assert kind == "pairs" and splits["train"].to_list() == explicit["train"].to_list()
+    assert splits["train"][3]["prompt"].startswith("<|user|>Hello<|end|><|assistant|>Hello!")
+
+
+def test_implicit_prompt_strings_split_where_the_texts_part(tokenizer, tmp_path):
+    pairs = [{"chosen": "Q: What colour is the sky? A: It is blue.",
+              "rejected": "Q: What colour is the sky? A: It is green."},
+             {"chosen": "Q: Name a colour. A: blue", "rejected": "Q: Name a colour. A: black"},
+             {"chosen": "The plot was fine!", "rejected": "The plot was fine."}]
+    path = write_jsonl(tmp_path / "implicit.jsonl", pairs)
+    splits, _ = load(tokenizer, "data=local", f"data.path={path}", "data.eval_split=train")
+    assert splits["train"].to_list() == [
+        # as TRL splits them: one space goes with the responses
+        {"prompt": "Q: What colour is the sky? A: It is", "chosen": " blue.",
+         "rejected": " green."},
+        # TRL cuts "A: bl" and its tokenization trains on "A:" + " blue": so the cut here
+        {"prompt": "Q: Name a colour. A:", "chosen": " blue", "rejected": " black"},
+        {"prompt": "The plot was fine", "chosen": "!", "rejected": "."},
+    ]
+
+
+def test_implicit_prompt_records_need_a_shared_start_and_one_type(chat_tokenizer, tmp_path):
+    hi, hello = {"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello"}
+    pairs = [{"chosen": "good film", "rejected": "bad film"},
+             {"chosen": [hi, {"role": "assistant", "content": "Hey"}], "rejected": [hello]},
+             {"chosen": "a text", "rejected": [hi]}]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    message = config_error(chat_tokenizer, "data=local", f"data.path={path}",
+                           "data.eval_split=train")
+    assert "3 bad record(s) in split 'train'" in message
+    assert "#0 chosen and rejected share no start to use as the prompt" in message
+    assert "#1 chosen and rejected share no start" in message
+    assert ("#2 without a prompt column, chosen and rejected must both be strings or both "
+            "message lists") in message
+
+
+def test_pairs_without_chosen_or_rejected_are_refused(tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q", "chosen": "yes"}])
+    message = config_error(tokenizer, "data=local", f"data.path={path}")
+    assert message.startswith("data.format='preference' needs column(s) rejected in split")
+
+
 # ----- bad records -----------------------------------------------------------------------
 
 LONG_PROMPT = " ".join(["word"] * 20)  # 21 tokens with <bos>
@@ -365,6 +423,41 @@ def test_check_records_reports_bad_dropped_and_identical_pairs(tokenizer, caplog
                       "eval": {"bad": 1, "dropped": 1, "identical_pairs": 1}}
     assert splits["train"]["prompt"] == ["q0", "q2", "q3", "q5", "q7"]
     assert "3 pair(s) with chosen == rejected kept (train: 2, eval: 1)" in caplog.text
+
+
+def test_text_the_vocabulary_does_not_cover_warns_with_the_unknown_rate(caplog):
+    world = word_level_tokenizer(vocabulary())  # the embedded world's word-level tokenizer
+    own = [{"prompt": "the movie was", "chosen": "good .", "rejected": "very bad ."}] * 4
+    outside = [{"prompt": "the cinematography was", "chosen": "breathtaking .",
+                "rejected": "derivative and overlong ."}] * 4  # 4 of 9 words unknown
+    for pairs, expected in ((own, None), (outside, "44.4%")):
+        raw = DatasetDict(train=Dataset.from_list(pairs), eval=Dataset.from_list(pairs[:1]))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="riskalign.data.records"):
+            check_records(convert(raw, "preference", world), "pairs", world,
+                          max_prompt_length=16)
+        warnings = [r.getMessage() for r in caplog.records if "unknown token" in r.getMessage()]
+        if expected is None:
+            assert warnings == []
+        else:
+            assert warnings == [
+                f"data: {expected} of the tokens are the tokenizer's unknown token '<unk>' "
+                "(20 of 45 sampled; train: 44.4%, eval: 44.4%): its vocabulary does not cover "
+                "this text"
+            ]
+
+
+@pytest.mark.parametrize("unknown, warns", [(7, False), (8, True)])
+def test_unknown_rate_warns_only_above_five_percent(caplog, unknown, warns):
+    world = word_level_tokenizer(vocabulary())
+    pairs = [{"prompt": "the movie was", "chosen": "good .",
+               "rejected": "derivative ." if index < unknown else "bad ."}
+             for index in range(20)]  # 7 unknown of 140 tokens is 5.0 %, 8 is 5.7 %
+    raw = DatasetDict(train=Dataset.from_list(pairs))
+    with caplog.at_level(logging.WARNING, logger="riskalign.data.records"):
+        check_records(convert(raw, "preference", world), "pairs", world, max_prompt_length=16)
+    assert ("data: 5.7% of the tokens are the tokenizer's unknown token" in caplog.text) == warns
+    assert ("unknown token" in caplog.text) == warns
 
 
 def test_empty_prompt_reference_and_text_are_bad(tokenizer):

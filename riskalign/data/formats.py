@@ -1,7 +1,9 @@
 """Upstream schemas -> standard columns, one `Format` per schema.
 
 Kinds and their columns (all strings):
-    pairs       prompt, chosen, rejected   preference pairs (DPO and its variants)
+    pairs       prompt, chosen, rejected   preference pairs (DPO and its variants); records
+                                           without a prompt column have it implicit, as
+                                           the part chosen and rejected share
     prompts     prompt, text               raw text for SFT; prompt = its opening (or all of it)
     references  prompt, reference          an instruction and a reference answer
 
@@ -29,8 +31,12 @@ KIND_COLUMNS = {
 }
 PROBLEM_COLUMN = "_problem"
 HH_ASSISTANT = "\n\nAssistant:"
+# A distinctive assistant message: what follows it in a rendering is the template's end of turn.
+PROBE_REPLY = "riskalign probe reply"
 # Without a chat template, messages are rendered as HH transcripts are written.
 FALLBACK_LABELS = {"user": "Human", "assistant": "Assistant", "system": "System"}
+# Where tokenizers cut text whatever their vocabulary: words, punctuation and spaces.
+TEXT_RUNS = re.compile(r"\w+|[^\w\s]+|\s+")
 LINE_BREAKS = re.compile(r"(?:\s*<br\s*/?>\s*)+", re.IGNORECASE)
 
 
@@ -85,6 +91,56 @@ def render_response(
     return full[len(rendered_prompt):] if full.startswith(rendered_prompt) else None
 
 
+@dataclass(frozen=True)
+class TemplateMarks:
+    """What a chat template writes around the messages ("" for what it does not write)."""
+
+    generation_prompt: str  # what add_generation_prompt appends, e.g. "<|im_start|>assistant\n"
+    end_of_turn: str  # what follows an assistant message's content, e.g. "<|im_end|>\n"
+
+
+NO_MARKS = TemplateMarks("", "")
+_marks_cache: dict[tuple[str, str], TemplateMarks] = {}
+
+
+def template_marks(tokenizer: PreTrainedTokenizerBase | None) -> TemplateMarks:
+    """The generation prompt and end of turn of the tokenizer's chat template.
+
+    Read off renderings of a probe conversation, once per template and special
+    tokens (tokenizing a dataset asks for them once per record). Blank marks
+    count as absent: whitespace alone tells nothing about where the text came from.
+    """
+    if not has_chat_template(tokenizer):
+        return NO_MARKS
+    key = (repr(tokenizer.chat_template), repr(tokenizer.special_tokens_map))
+    if key not in _marks_cache:
+        _marks_cache[key] = _probe_marks(tokenizer)
+    return _marks_cache[key]
+
+
+def _probe_marks(tokenizer: PreTrainedTokenizerBase) -> TemplateMarks:
+    question = [{"role": "user", "content": "Hi"}]
+    try:
+        bare = tokenizer.apply_chat_template(question, tokenize=False)
+        asking = tokenizer.apply_chat_template(question, tokenize=False,
+                                               add_generation_prompt=True)
+        answered = tokenizer.apply_chat_template(
+            [*question, {"role": "assistant", "content": PROBE_REPLY}], tokenize=False
+        )
+    except Exception:  # a template may refuse the probe (e.g. one that demands a system turn)
+        return NO_MARKS
+    generation = asking[len(bare):] if asking.startswith(bare) else ""
+    end = answered.rpartition(PROBE_REPLY)[2] if PROBE_REPLY in answered else ""
+    return TemplateMarks(generation if generation.strip() else "", end if end.strip() else "")
+
+
+def is_template_text(prompt: str, tokenizer: PreTrainedTokenizerBase | None) -> bool:
+    """Whether `prompt` is the tokenizer's chat template's rendering of a conversation,
+    i.e. ends with its generation prompt (chat records render to that)."""
+    generation = template_marks(tokenizer).generation_prompt
+    return bool(generation) and prompt.endswith(generation)
+
+
 def _fallback(messages: list[Record]) -> str:
     return "".join(
         f"\n\n{FALLBACK_LABELS.get(m['role'], str(m['role']).capitalize())}: {m['content']}"
@@ -107,6 +163,11 @@ def _as_messages(value: Any, role: str) -> list[Record] | None:
 
 
 def _preference(record: Record, context: Context) -> Record:
+    if "prompt" not in record:  # TRL's implicit prompt: the start chosen and rejected share
+        record = split_implicit_prompt(record["chosen"], record["rejected"])
+        if record[PROBLEM_COLUMN]:
+            return {"prompt": "", "chosen": "", "rejected": "",
+                    PROBLEM_COLUMN: record[PROBLEM_COLUMN]}
     values = {key: record[key] for key in KIND_COLUMNS["pairs"]}
     if all(value is None or isinstance(value, str) for value in values.values()):
         return {key: value or "" for key, value in values.items()}
@@ -134,6 +195,55 @@ def _preference(record: Record, context: Context) -> Record:
 
 def _same_messages(left: list[Record], right: list[Record]) -> bool:
     return [(m["role"], m["content"]) for m in left] == [(m["role"], m["content"]) for m in right]
+
+
+def split_implicit_prompt(chosen: Any, rejected: Any) -> Record:
+    """{prompt, chosen, rejected, _problem} of a record whose chosen and rejected each hold
+    the whole conversation (or text), as TRL reads records without a prompt: the part
+    both start with is the prompt, the rest are the responses."""
+    if all(value is None or isinstance(value, str) for value in (chosen, rejected)):
+        prompt, chosen, rejected = split_shared_text(chosen or "", rejected or "")
+    else:
+        conversations = [_as_messages(value, "assistant") if isinstance(value, list) else None
+                         for value in (chosen, rejected)]
+        if not all(conversations):
+            return {PROBLEM_COLUMN: "without a prompt column, chosen and rejected must both be "
+                                    "strings or both message lists"}
+        prompt, chosen, rejected = split_shared_messages(*conversations)
+    problem = "" if prompt else "chosen and rejected share no start to use as the prompt"
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, PROBLEM_COLUMN: problem}
+
+
+def split_shared_messages(
+    chosen: list[Record], rejected: list[Record]
+) -> tuple[list[Record], list[Record], list[Record]]:
+    """(the leading messages both share, chosen's rest, rejected's rest); each side keeps at
+    least its last message, as TRL's split does when one conversation extends the other."""
+    limit = min(len(chosen), len(rejected)) - 1
+    shared = 0
+    while shared < limit and _same_messages([chosen[shared]], [rejected[shared]]):
+        shared += 1
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def split_shared_text(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(the runs of words, punctuation or spaces both texts start with, chosen's rest,
+    rejected's rest), less one trailing space, which goes with the responses.
+
+    TRL cuts at the first differing character, less one space (" blue." after
+    "The sky is"), and its joint tokenization then moves a cut inside a word
+    back to a token boundary ("A: bl|ue" trains as "A:" + " blue"). Prompt and
+    responses are tokenized apart here, so the cut is made whole runs back: the
+    same token ids, and no word split in two.
+    """
+    cut = 0
+    for mine, theirs in zip(TEXT_RUNS.findall(chosen), TEXT_RUNS.findall(rejected)):
+        if mine != theirs:
+            break
+        cut += len(mine)
+    if cut and chosen[cut - 1] == " ":
+        cut -= 1
+    return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
 def split_hh(transcript: str) -> tuple[str, str] | None:
@@ -208,7 +318,8 @@ def _alpacaeval(record: Record, context: Context) -> Record:
 FORMATS: dict[str, Format] = {
     fmt.name: fmt
     for fmt in (
-        Format("preference", "pairs", ("prompt", "chosen", "rejected"), _preference),
+        # the prompt column may be absent: see split_implicit_prompt
+        Format("preference", "pairs", ("chosen", "rejected"), _preference),
         Format("hh", "pairs", ("chosen", "rejected"), _hh),
         Format("imdb", "prompts", ("text",), _imdb, needs_prompt_tokens=True),
         Format("emotion", "prompts", ("text",), _plain_text, needs_prompt_tokens=True),

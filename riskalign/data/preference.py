@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
+from riskalign.data.formats import is_template_text, template_marks
 from riskalign.data.resumable import ResumableLoader, ResumableSampler
 from riskalign.objectives.tokens import IGNORE_INDEX
 
@@ -31,17 +32,30 @@ def tokenize_pair(
     max_length: int,
     max_prompt_length: int,
 ) -> dict[str, list[int]]:
-    """Token ids of a pair, truncated as the DPO reference code does.
+    """Token ids of a pair (TRL's, for the records TRL reads), truncated as the DPO
+    reference code does.
 
-    The prompt keeps the tokenizer's special tokens (e.g. <bos>); each response
-    ends with EOS. If prompt + the longer response exceed `max_length`, the
-    prompt keeps its last `max_prompt_length` tokens, then responses are cut to
-    fit.
+    A prompt the chat template rendered (chat records) is tokenized with each
+    response as the template wrote the conversation, as TRL tokenizes
+    conversations: no special tokens added (the template writes its own BOS, or
+    none), prompt + response as one text. Other text gets the tokenizer's special
+    tokens (e.g. <bos>) on the prompt, and each response is tokenized on its own,
+    so one without a leading space keeps its word boundary (TRL tokenizes
+    prompt + response as one text: the same ids when the boundary merges no
+    tokens). A response ends with EOS unless it already closes its turn (with
+    EOS, or with the template's end of turn such as "<|im_end|>\n"). If prompt +
+    the longer response exceed `max_length`, the prompt keeps its last
+    `max_prompt_length` tokens, then responses are cut to fit.
     """
-    prompt_ids = tokenizer(prompt)["input_ids"]
+    if is_template_text(prompt, tokenizer):
+        prompt_ids, responses = _encode_conversation(tokenizer, prompt, (chosen, rejected))
+    else:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        responses = [tokenizer(text, add_special_tokens=False)["input_ids"]
+                     for text in (chosen, rejected)]
     responses = [
-        tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        for text in (chosen, rejected)
+        ids if _closes_turn(tokenizer, text, ids) else [*ids, tokenizer.eos_token_id]
+        for text, ids in zip((chosen, rejected), responses)
     ]
     longest = max(len(ids) for ids in responses)
     if len(prompt_ids) + longest > max_length:
@@ -49,6 +63,41 @@ def tokenize_pair(
     budget = max_length - len(prompt_ids)
     chosen_ids, rejected_ids = (ids[:budget] for ids in responses)
     return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+
+
+def prompt_special_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str) -> int:
+    """How many special tokens `tokenize_pair` adds to `prompt`'s own tokens."""
+    return 0 if is_template_text(prompt, tokenizer) else tokenizer.num_special_tokens_to_add()
+
+
+def _encode_conversation(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, responses: tuple[str, ...]
+) -> tuple[list[int], list[list[int]]]:
+    """Prompt and response ids of rendered conversations, each tokenized whole.
+
+    A response starts where the prompt's ids and the conversation's part: a
+    prompt's last tokens may merge with the response's first (SentencePiece
+    spaces), and the prompt keeps only the ids every conversation has.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    whole = [tokenizer(prompt + text, add_special_tokens=False)["input_ids"] for text in responses]
+    shared = min(_common_prefix(prompt_ids, ids) for ids in whole)
+    return prompt_ids[:shared], [ids[shared:] for ids in whole]
+
+
+def _common_prefix(left: list[int], right: list[int]) -> int:
+    length = 0
+    while length < min(len(left), len(right)) and left[length] == right[length]:
+        length += 1
+    return length
+
+
+def _closes_turn(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -> bool:
+    """Whether a response already ends its turn, so a second EOS would be noise."""
+    if ids and ids[-1] == tokenizer.eos_token_id:
+        return True
+    end_of_turn = template_marks(tokenizer).end_of_turn
+    return bool(end_of_turn) and text.endswith(end_of_turn)
 
 
 def collate_pairs(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
