@@ -173,7 +173,10 @@ class PeriodicCheckpoint(Checkpoint):
             shutil.rmtree(staging, ignore_errors=True)  # a crashed attempt's leftovers
             staging.mkdir(parents=True)
         trainer.strategy.barrier("riskalign-checkpoint-staging")
-        trainer.save_checkpoint(staging / STATE_FILE)  # every rank: sharded states gather
+        # every rank: sharded states gather. The full state (optimizer, loops, callbacks)
+        # that an exact resume needs, said explicitly: else Lightning logs at every save
+        # that `weights_only` defaulted to False.
+        trainer.save_checkpoint(staging / STATE_FILE, weights_only=False)
         self._pending = (step, staging, time.perf_counter() - started)
 
     def _finish(self, trainer: Trainer) -> None:

@@ -1,4 +1,5 @@
-"""Metric loggers of a run: always a CSV file, plus a W&B run unless disabled."""
+"""Metric loggers of a run: always a CSV file, plus a W&B run unless disabled; and the
+console's share of Lightning's log lines (once each, no advertisements)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,33 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+
+def lightning_lines_once() -> None:
+    """Lightning's log lines, once each and only through the root logger's handlers.
+
+    `import lightning` gives the "lightning" logger a console handler of its own ("INFO:
+    ...", on stderr) and still lets its records propagate to the root logger, where
+    Hydra's console and train.log handlers print them again. Where the root logger has
+    handlers (always, under Hydra) Lightning's own goes: its lines then look like every
+    other and reach train.log. Lightning's "💡 Tip: ... try installing litlogger" lines
+    advertise a product; they are dropped.
+    """
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in tips.filters):
+        tips.addFilter(_NoTips())
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+# train() imports this module right after `import lightning` has added its handler, and
+# before Lightning logs anything.
+lightning_lines_once()
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) -> list[Logger]:
@@ -31,10 +59,14 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) 
         mode = "offline"
 
     def wandb_logger(mode: str) -> WandbLogger:
-        return WandbLogger(project=settings.project, entity=settings.entity, group=group,
-                           name=name, tags=list(settings.tags), mode=mode,
-                           save_dir=str(run_dir),
-                           config=OmegaConf.to_container(cfg, resolve=True))
+        logger = WandbLogger(project=settings.project, entity=settings.entity, group=group,
+                             name=name, tags=list(settings.tags), mode=mode,
+                             save_dir=str(run_dir),
+                             config=OmegaConf.to_container(cfg, resolve=True))
+        # Lightning always passes wandb.init `anonymous` (None by default), and wandb warns
+        # at any value that the setting has no effect: leave it out.
+        logger._wandb_init.pop("anonymous", None)
+        return logger
 
     logger = wandb_logger(mode)
     if mode == "online":

@@ -30,6 +30,14 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 # The CSV logger writes into the run directory, where Hydra's files already are; the only
 # file it replaces is metrics.csv (a resumed run puts the checkpoint's rows back).
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+# Lightning 2.6 builds torch's deprecated LeafSpec (torch 2.13 warns at each use); nothing
+# a user can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        category=FutureWarning)
+# evaluation/sampling.py passes `past_key_values`, which transformers 5.x renamed `cache`;
+# until it passes the name the installed version takes, the warning is for us, not a user.
+warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated",
+                        category=FutureWarning)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
@@ -134,7 +142,6 @@ def train(
     # Heavy imports only once the config is known to be sound.
     import lightning
     import transformers
-    from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from riskalign.artifacts import write_json_atomic
@@ -156,6 +163,7 @@ def train(
     from riskalign.modules.alignment import AlignmentModule
     from riskalign.modules.common import progress_step
     from riskalign.modules.online import OnlineRLModule
+    from riskalign.progress import StepProgressBar
     from riskalign.random_state import RandomState
     from riskalign.resolve import (
         distinct_prompts,
@@ -252,7 +260,7 @@ def train(
         logger=loggers,
         # the timer first: its batch-end hook runs before an evaluation does; Lightning
         # runs checkpoints last, after that step's evaluation
-        callbacks=[step_timer, guard, evaluation, RandomState(), RichProgressBar(leave=True)]
+        callbacks=[step_timer, guard, evaluation, RandomState(), StepProgressBar()]
         + ([checkpoints] if checkpoints else []) + build_callbacks(cfg),
         plugins=[StagedCheckpointIO()] if checkpoints else None,
     )
