@@ -15,6 +15,7 @@ import re
 import textwrap
 
 import pytest
+import torch
 from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -219,6 +220,21 @@ def test_chat_prompts_carry_only_the_templates_own_bos(tokenizers, name):
     written = 1 if name == "llama3" else 0  # Zephyr's template writes no BOS; TRL adds none
     assert prompt.count(tokenizer.bos_token_id) == written
     assert chosen.count(tokenizer.eos_token_id) == 1 and chosen[-1] == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_evaluation_samples_from_the_prompt_ids_training_reads(tokenizers, name):
+    """No second BOS at sampling time either: the sampler encodes a rendered prompt as
+    training does."""
+    from riskalign.evaluation.sampling import encode_prompts
+
+    tokenizer = tokenizers[name]
+    for records in (CHAT, STRINGS):
+        rows = convert(DatasetDict(train=Dataset.from_list(records)), "preference",
+                       tokenizer)["train"].to_list()
+        for row, (prompt_ids, _, _) in zip(rows, riskalign_ids(records, tokenizer)):
+            ids, mask = encode_prompts(tokenizer, [row["prompt"]], torch.device("cpu"))
+            assert ids[0][mask[0] == 1].tolist() == prompt_ids
 
 
 @pytest.mark.parametrize("name", sorted(TOKENIZERS))

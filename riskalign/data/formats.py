@@ -141,6 +141,14 @@ def is_template_text(prompt: str, tokenizer: PreTrainedTokenizerBase | None) -> 
     return bool(generation) and prompt.endswith(generation)
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """A prompt's ids as training and sampling both read it: a chat-rendered prompt as the
+    template wrote it (its own BOS, if any, and no second), other text with the
+    tokenizer's special tokens."""
+    return tokenizer(prompt, add_special_tokens=not is_template_text(prompt, tokenizer))[
+        "input_ids"]
+
+
 def _fallback(messages: list[Record]) -> str:
     return "".join(
         f"\n\n{FALLBACK_LABELS.get(m['role'], str(m['role']).capitalize())}: {m['content']}"

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
-from riskalign.data.formats import is_template_text, template_marks
+from riskalign.data.formats import encode_prompt, is_template_text, template_marks
 from riskalign.data.resumable import ResumableLoader, ResumableSampler
 from riskalign.objectives.tokens import IGNORE_INDEX
 
@@ -50,7 +50,7 @@ def tokenize_pair(
     if is_template_text(prompt, tokenizer):
         prompt_ids, responses = _encode_conversation(tokenizer, prompt, (chosen, rejected))
     else:
-        prompt_ids = tokenizer(prompt)["input_ids"]
+        prompt_ids = encode_prompt(tokenizer, prompt)
         responses = [tokenizer(text, add_special_tokens=False)["input_ids"]
                      for text in (chosen, rejected)]
     responses = [

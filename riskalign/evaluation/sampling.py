@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from riskalign.data.formats import encode_prompt
+
 
 @dataclass
 class SampleBatch:
@@ -39,7 +41,7 @@ def encode_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompt ids and mask [n, P]."""
-    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts]
     width = max(len(ids) for ids in encoded)
     ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
