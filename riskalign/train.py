@@ -34,10 +34,6 @@ warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists 
 # a user can change.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                         category=FutureWarning)
-# evaluation/sampling.py passes `past_key_values`, which transformers 5.x renamed `cache`;
-# until it passes the name the installed version takes, the warning is for us, not a user.
-warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated",
-                        category=FutureWarning)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:

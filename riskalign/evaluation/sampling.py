@@ -8,6 +8,7 @@ training untouched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -51,6 +52,13 @@ def encode_prompts(
     return ids.to(device), mask.to(device)
 
 
+def _cache_argument(model: PreTrainedModel) -> str:
+    """The KV cache's keyword: `cache` in transformers 5 (which deprecates the old name),
+    `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters \
+        else "past_key_values"
+
+
 @torch.no_grad()
 def sample_batch(
     model: PreTrainedModel,
@@ -72,10 +80,10 @@ def sample_batch(
             input_ids=step_ids,
             attention_mask=mask,
             position_ids=position_ids(mask)[:, -step_ids.size(1):],
-            past_key_values=cache,
+            **{_cache_argument(model): cache},
             use_cache=True,
         )
-        cache = out.past_key_values
+        cache = out.get("cache", out.get("past_key_values"))
         logits = out.logits[:, -1].float()
         if temperature > 0:
             probs = torch.softmax(logits / temperature, dim=-1)
