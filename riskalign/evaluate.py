@@ -59,13 +59,14 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     policy_dtype, reference_dtype = evaluated_dtypes(cfg)
     device = evaluation_device(cfg)
     reward = instantiate(cfg.reward)
-    attention = cfg.model.attn_implementation
+    attention = policy_attention(cfg)
     policy = load_causal_lm(str(cfg.policy), policy_dtype, attention).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"policy": str(cfg.policy), "data": cfg.data.name, "kind": kind,
                               "reward": OmegaConf.to_container(cfg.reward, resolve=True),
                               "run_config": str(run_config) if run_config else None,
                               "device": str(device), "dtype": policy_dtype,
+                              "attention": attention,
                               "config": OmegaConf.to_container(cfg, resolve=True)}
     if kind == "references":
         rows = held_out.select(range(count))
@@ -77,7 +78,8 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
         source = model_source(cfg, world)
         reference = None  # eval.kl=false: no KL, as in training (NaN)
         if cfg.eval.kl:
-            reference = load_causal_lm(source, reference_dtype, attention).to(device)
+            reference = load_causal_lm(source, reference_dtype,
+                                       cfg.model.attn_implementation).to(device)
         summary = evaluate_samples(policy, reference, tokenizer, prompts, reward, settings)
         result.update(reference_model=source, reference_dtype=reference_dtype)
     result.update(summary)
@@ -105,15 +107,31 @@ def _module_holds_reference(cfg: DictConfig) -> bool:
     """Whether training's module held the reference its evaluation used (as train wires it):
     not for objectives that never read it (sft, simpo) or with reference.cache, where the
     evaluation loads its own."""
+    if "objective" not in cfg:  # no run: a precision given for the policy is for both
+        return True
+    objective = _offline_objective(cfg)
+    if objective is None or OmegaConf.select(cfg, "model.lora.enabled"):
+        return True  # PPO's module holds it; LoRA's is the policy with adapters off
+    return objective.requires_reference and not OmegaConf.select(cfg, "reference.cache")
+
+
+def policy_attention(cfg: DictConfig) -> str:
+    """The policy's attention in the run's evaluation: eager where training switched to it
+    (a Wasserstein penalty's double backprop), else model.attn_implementation."""
+    objective = _offline_objective(cfg) if "objective" in cfg else None
+    if objective is not None and objective.requires_input_embeddings:
+        return "eager"
+    return cfg.model.attn_implementation
+
+
+def _offline_objective(cfg: DictConfig):
+    """The run's objective as training builds it (None for PPO and RA-RLHF)."""
     from riskalign import objectives
     from riskalign.objectives.online import online_names
 
-    if "objective" not in cfg:  # no run: a precision given for the policy is for both
-        return True
-    if cfg.objective.name in online_names() or OmegaConf.select(cfg, "model.lora.enabled"):
-        return True  # PPO's module holds it; LoRA's is the policy with adapters off
-    objective = objectives.build(**OmegaConf.to_container(cfg.objective, resolve=True))
-    return objective.requires_reference and not OmegaConf.select(cfg, "reference.cache")
+    if cfg.objective.name in online_names():
+        return None
+    return objectives.build(**OmegaConf.to_container(cfg.objective, resolve=True))
 
 
 def evaluation_device(cfg: DictConfig):

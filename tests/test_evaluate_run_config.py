@@ -120,6 +120,18 @@ def test_the_dtypes_are_those_of_the_runs_own_evaluation(overrides, dtypes):
     assert evaluated_dtypes(cfg) == dtypes
 
 
+@pytest.mark.parametrize(("overrides", "attention"), [
+    (("objective=wdpo",), "eager"),  # training switches the policy to eager for its penalty
+    (("objective=dpo", "objective.penalty.name=wasserstein"), "eager"),
+    (("objective=dpo",), "sdpa"),
+])
+def test_the_policy_attends_as_in_the_runs_own_evaluation(overrides, attention):
+    from riskalign.evaluate import policy_attention
+
+    assert policy_attention(compose_config("model.attn_implementation=sdpa", *overrides)) == \
+        attention
+
+
 def test_an_unfinished_run_is_read_from_its_hydra_config(world_run, module_env, tmp_path):
     """Without summary.json (a run stopped after writing policy/), .hydra/config.yaml."""
     copy = tmp_path / "unfinished"
