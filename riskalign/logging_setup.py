@@ -36,11 +36,6 @@ class _NoTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip:")
 
 
-# train() imports this module right after `import lightning` has added its handler, and
-# before Lightning logs anything.
-lightning_lines_once()
-
-
 def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) -> list[Logger]:
     """`run_dir/metrics.csv`, and one W&B run per job (offline by default) in `group`.
 

@@ -152,6 +152,7 @@ def train(
     from riskalign.logging_setup import (
         build_loggers,
         finish_wandb,
+        lightning_lines_once,
         log_curve,
         restore_csv_rows,
     )
@@ -173,6 +174,7 @@ def train(
     from riskalign.strategies import build_strategy
 
     transformers.logging.set_verbosity_error()
+    lightning_lines_once()  # `import lightning` added a console handler of its own
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
 
