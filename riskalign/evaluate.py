@@ -36,11 +36,13 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
 
     from riskalign.artifacts import write_json_atomic, write_text_atomic
     from riskalign.config_checks import check_fields, check_local_path
+    from riskalign.config_keys import refuse_unknown_keys
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
     from riskalign.evaluation.win_rate import win_rate
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.resolve import ensure_world, eval_sizes, load_configured_data, model_source
 
+    refuse_unknown_keys(cfg)
     check_fields(cfg)  # the model, data and eval keys it shares with training
     check_local_path(str(cfg.policy), "policy")
     settings = EvalSettings.from_config(cfg.eval)

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config_checks import ConfigError, check_fields
+from riskalign.config_keys import refuse_unknown_keys
 
 log = logging.getLogger("riskalign.pairs")
 
@@ -25,6 +26,7 @@ def make_pairs(cfg: DictConfig) -> Path:
     """Generate (or resume, or reuse) the pairs `cfg` describes; return the dataset directory."""
     from riskalign.data.pair_generation import PairSettings, generate_pairs
 
+    refuse_unknown_keys(cfg)
     check_fields(cfg)  # the model, data and eval keys it shares with training
     settings = PairSettings.from_config(OmegaConf.to_container(cfg.pairs, resolve=True))
     import transformers

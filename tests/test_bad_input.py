@@ -340,3 +340,8 @@ def test_the_other_entry_points_check_the_keys_they_share_with_training(
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr == (f"riskalign.{entry_point}: error: model.dtype='float13' is not one "
                              "of: float32, bfloat16, float16\n")
+    result = _run_main(REPO / "riskalign" / f"{entry_point}.py",
+                       ["debug=smoke", *policy, "+eval.num_promts=8"], capsys)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(f"riskalign.{entry_point}: error: eval.num_promts=8 is not a "
+                                    "known key: allowed keys are batch_size,")

@@ -72,10 +72,10 @@ def test_lora_keeps_its_own_dropout(models_with_dropout):
     assert rates == {0.0, 0.2}  # the model's off, the adapters' as model.lora.dropout says
 
 
-def test_cosine_rate_grad_norm_user_callback_and_no_policy(smoke_env, tmp_path):
+def test_cosine_rate_grad_norm_rate_warning_user_callback_and_no_policy(smoke_env, tmp_path):
     marker = tmp_path / "callback.json"
     result = run_train(
-        "debug=smoke", "trainer.max_steps=6", "optim.lr=1e-3", "optim.scheduler=cosine",
+        "debug=smoke", "trainer.max_steps=6", "optim.lr=2e-3", "optim.scheduler=cosine",
         "optim.warmup_steps=2", "checkpoint.save_policy=false", "checkpoint.every_n_steps=null",
         "+callbacks.count._target_=tests.user_callbacks.CountTrainSteps",
         f"+callbacks.count.path={marker}", env=smoke_env)
@@ -84,14 +84,17 @@ def test_cosine_rate_grad_norm_user_callback_and_no_policy(smoke_env, tmp_path):
     with open(run_dir / "metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("lr")]
     rates = [float(row["lr"]) for row in rows]
-    expected = [1e-3 * step / 2 if step < 2
-                else 1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 2) / 4)) for step in range(6)]
+    expected = [2e-3 * step / 2 if step < 2
+                else 2e-3 * 0.5 * (1 + math.cos(math.pi * (step - 2) / 4)) for step in range(6)]
     assert rates == pytest.approx(expected, rel=1e-6, abs=1e-12)
     norms = [float(row["grad_norm"]) for row in rows]
     assert len(norms) == 6 and all(math.isfinite(n) and n > 0 for n in norms)
     assert json.loads(marker.read_text()) == {"train_batches": 6}
     assert not (run_dir / "policy").exists()
     assert (run_dir / "summary.json").is_file()
+    warnings = [line for line in (result.stdout + result.stderr).splitlines()
+                if "is 10x model=tiny's full fine-tuning rate model.lr.full=0.0002" in line]
+    assert len(warnings) == 1, result.stderr[-3000:]  # 2e-3 is ten times the model's rate
 
 
 def test_one_file_dataset_holds_out_eval_fraction(tmp_path):
