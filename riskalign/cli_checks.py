@@ -29,7 +29,7 @@ def unknown_choice(argv: Sequence[str]) -> str | None:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    overrides = _overrides(argv)
+    overrides = parse_overrides(argv)
     if overrides is None:
         return None
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -53,7 +53,9 @@ def refuse_unknown_choices(prog: str, argv: Sequence[str] | None = None) -> None
         sys.exit(2)
 
 
-def _overrides(argv: Sequence[str]) -> list | None:
+def parse_overrides(argv: Sequence[str]) -> list | None:
+    """The command line's overrides as Hydra parses them; None where Hydra should report
+    the command line itself (it does not parse) or it reads other config directories."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException

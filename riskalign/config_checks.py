@@ -134,12 +134,17 @@ def _check_reward(cfg: DictConfig) -> None:
     check_reward_config(OmegaConf.to_container(reward, resolve=True))
 
 
+def training_mode(cfg: DictConfig) -> str:
+    """"lora" when the run trains LoRA adapters, else "full": which model.lr rate applies."""
+    return "lora" if OmegaConf.select(cfg, "model.lora.enabled", default=False) else "full"
+
+
 def resolve_learning_rate(cfg: DictConfig) -> None:
     """Fill a null optim.lr with the model config's rate for its mode (model.lr.full, or
     model.lr.lora with LoRA adapters), so the run's config records the rate it used."""
     if OmegaConf.select(cfg, "optim.lr") is not None:
         return
-    mode = "lora" if OmegaConf.select(cfg, "model.lora.enabled", default=False) else "full"
+    mode = training_mode(cfg)
     rate = OmegaConf.select(cfg, f"model.lr.{mode}")
     _require(rate is not None,
              f"optim.lr=null needs model.lr.{mode} (model={cfg.model.name} has none): set "

@@ -66,11 +66,6 @@ def distinct_prompts(split) -> list[str]:
     return list(dict.fromkeys(split["prompt"]))
 
 
-def held_out_prompts(split, count: int) -> list[str]:
-    """The first `count` distinct prompts of the held-out split (all of them if fewer)."""
-    return distinct_prompts(split)[:count]
-
-
 def eval_sizes(eval_cfg, split, pairs: bool = True) -> tuple[list[str], int]:
     """The evaluation's prompts and number of held-out pairs: eval.num_prompts and
     eval.num_pairs, each capped at what the held-out split has, with one warning

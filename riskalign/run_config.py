@@ -95,9 +95,9 @@ def with_run_choices(argv: Sequence[str]) -> list[str]:
     `policy=`, for the groups it does not name: Hydra then composes as the run did and
     checks an override such as `reward.weight=0.3` against the run's reward, not
     evaluate.yaml's default. Unchanged unless `policy=` names one directory of a run."""
-    from riskalign.cli_checks import _overrides  # the command line as Hydra parses it
+    from riskalign.cli_checks import parse_overrides
 
-    overrides = _overrides(argv) or []
+    overrides = parse_overrides(argv) or []
     policy = next((item for item in overrides if item.key_or_group == "policy"), None)
     if policy is None or policy.is_sweep_override():  # each job of a sweep finds its own run
         return list(argv)

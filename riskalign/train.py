@@ -308,10 +308,10 @@ def train(
 
 
 def _warn_about_learning_rate(cfg: DictConfig, policy) -> None:
-    from riskalign.models.lora import lora_settings
+    from riskalign.config_checks import training_mode
     from riskalign.modules.optimization import learning_rate_warning
 
-    mode = "lora" if lora_settings(cfg.model) else "full"
+    mode = training_mode(cfg)
     parameters = sum(p.numel() for p in policy.parameters())
     warning = learning_rate_warning(cfg.optim.lr, mode, parameters, cfg.model.name,
                                     OmegaConf.select(cfg, f"model.lr.{mode}"))

@@ -149,6 +149,11 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
         "input_ids"]
 
 
+def prompt_special_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str) -> int:
+    """How many special tokens `encode_prompt` adds to `prompt`'s own tokens."""
+    return 0 if is_template_text(prompt, tokenizer) else tokenizer.num_special_tokens_to_add()
+
+
 def _fallback(messages: list[Record]) -> str:
     return "".join(
         f"\n\n{FALLBACK_LABELS.get(m['role'], str(m['role']).capitalize())}: {m['content']}"

@@ -65,11 +65,6 @@ def tokenize_pair(
     return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
 
 
-def prompt_special_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str) -> int:
-    """How many special tokens `tokenize_pair` adds to `prompt`'s own tokens."""
-    return 0 if is_template_text(prompt, tokenizer) else tokenizer.num_special_tokens_to_add()
-
-
 def _encode_conversation(
     tokenizer: PreTrainedTokenizerBase, prompt: str, responses: tuple[str, ...]
 ) -> tuple[list[int], list[list[int]]]:

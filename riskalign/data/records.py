@@ -10,8 +10,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
-from riskalign.data.formats import KIND_COLUMNS, PROBLEM_COLUMN
-from riskalign.data.preference import prompt_special_tokens
+from riskalign.data.formats import KIND_COLUMNS, PROBLEM_COLUMN, prompt_special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def check_records(
     tokens included) and whatever the format flagged in `_problem`. "error"
     refuses the first split that has any; "drop" removes them with a warning.
     Pairs with chosen == rejected carry no preference but are valid: kept, counted.
-    Indices are rows of the split as loaded (after any 95/5 division). A warning
+    Indices are rows of the split as loaded (after holding out data.eval_fraction). A warning
     gives the rate when more than 5 % of the kept text's tokens (in a sample of
     each split) are the tokenizer's unknown token.
     """
@@ -97,7 +96,7 @@ def find_problems(
     read = [*columns, PROBLEM_COLUMN] if PROBLEM_COLUMN in dataset.column_names else columns
     problems: list[str] = []
     for batch in dataset.select_columns(read).iter(batch_size=BATCH_SIZE):
-        # as tokenize_pair encodes prompts: a rendered chat prompt gets no special tokens
+        # as encode_prompt encodes prompts: a rendered chat prompt gets no special tokens
         lengths = [
             len(ids) + prompt_special_tokens(tokenizer, prompt)
             for prompt, ids in zip(

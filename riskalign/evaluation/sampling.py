@@ -75,12 +75,13 @@ def sample_batch(
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     step_ids, cache, tokens, alive_cols = prompt_ids, None, [], []
+    cache_argument = _cache_argument(model)  # once: inspect is not free, the loop is hot
     for _ in range(max_new_tokens):
         out = model(
             input_ids=step_ids,
             attention_mask=mask,
             position_ids=position_ids(mask)[:, -step_ids.size(1):],
-            **{_cache_argument(model): cache},
+            **{cache_argument: cache},
             use_cache=True,
         )
         cache = out.get("cache", out.get("past_key_values"))
