@@ -24,7 +24,6 @@ from riskalign.evaluation.statistics import lower_tail_mean
 from riskalign.models.loading import disable_dropout, freeze
 from riskalign.modules.common import FrozenReference, trainer_precision
 from riskalign.modules.optimization import build_optimizer
-from riskalign.objectives.functional import soft_risk_keep
 from riskalign.objectives.online import OnlineSettings
 from riskalign.objectives.ppo import (
     AdaptiveKLController,
@@ -154,10 +153,10 @@ class OnlineRLModule(FrozenReference, LightningModule):
         return self._generator
 
     def keep_count(self) -> int:
-        """Episodes kept at this iteration (1-based m of the soft-risk schedule)."""
-        risk = self.settings.risk
-        return soft_risk_keep(self.iteration + 1, self.settings.batch_size,
-                              self.total_iterations, risk.warmup, risk.alpha, risk.rho)
+        """Episodes kept at this iteration; `risk.index_base` numbers the first one m = 1
+        (paper) or m = 0 (the released scripts)."""
+        return self.settings.risk.keep(self.iteration, self.settings.batch_size,
+                                       self.total_iterations)
 
     @torch.no_grad()
     def rollout(self, prompts: list[str]) -> Rollout:
@@ -195,10 +194,10 @@ class OnlineRLModule(FrozenReference, LightningModule):
         rewards, kl = shaped_rewards(rollout.scores, rollout.logps, rollout.ref_logps,
                                      rollout.mask, self.kl_controller.value)
         advantages, returns = gae(rewards, rollout.values, rollout.mask, s.gamma, s.lam)
-        kept = risk_mask(episode_returns(returns), keep)
+        kept = risk_mask(episode_returns(returns), keep)  # exactly `keep`, even under ties
         train_mask = rollout.mask * kept[:, None]
-        return PPOBatch(rollout, masked_whiten(advantages, train_mask), returns, train_mask,
-                        kept, kl)
+        whitened = masked_whiten(advantages, train_mask, unbiased=s.whiten_unbiased)
+        return PPOBatch(rollout, whitened, returns, train_mask, kept, kl)
 
     def minibatch_loss(self, batch: PPOBatch, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The clipped PPO loss on the episodes `index` (only kept tokens count)."""

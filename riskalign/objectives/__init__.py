@@ -1,4 +1,4 @@
-"""Preference-optimisation objectives as pure tensor math (OBJECTIVES.md).
+"""Preference-optimisation objectives as pure tensor math (docs/objectives.md).
 
     objective = build("radpo", drift={"measure": "erm", "mu": 5.0})
     loss, metrics = objective.loss_from_logits(policy_logits, ref_logits, labels)

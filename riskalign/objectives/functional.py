@@ -1,4 +1,4 @@
-"""The math of the objectives as pure functions of tensors (OBJECTIVES.md §1–4, §6).
+"""The math of the objectives as pure functions of tensors (docs/objectives.md §1–4, §6).
 
 Token level (tokens.py): `sequence_logps`, `token_drift`, `sequence_statistics`.
 Pair level: `link_loss` turns a margin into per-pair losses ℓ [B].
@@ -47,7 +47,7 @@ REDUCERS = ("mean", "kl_dro", "dr_dpo", "cvar")
 def link_loss(
     margin: Tensor, link: str, *, beta: float, epsilon: float = 0.1, gamma: float = 0.5
 ) -> Tensor:
-    """Per-pair losses ℓ [B] from margins [B] (OBJECTIVES.md §1).
+    """Per-pair losses ℓ [B] from margins [B] (docs/objectives.md §1).
 
     margin is h = [log π_θ(y_w) − log π_ref(y_w)] − [log π_θ(y_l) − log π_ref(y_l)]
     (minus the drift term for TDPO / Ra-DPO), except for `simpo`, where it is
@@ -82,7 +82,7 @@ def reduce_losses(
     weight_cap: float | None = None,
     scope: str = "local",
 ) -> Tensor:
-    """The scalar loss from per-pair losses [B] (OBJECTIVES.md §3).
+    """The scalar loss from per-pair losses [B] (docs/objectives.md §3).
 
     mean: (1/B) Σ ℓ.   kl_dro: Σ sg(w)·ℓ, w from `kl_dro_weights`.
     dr_dpo: −β′ log((1/B) Σ exp(−ℓ/β′)).   cvar: mean of the ⌈a·B⌉ largest ℓ.
@@ -155,7 +155,7 @@ def gather_losses(losses: Tensor) -> tuple[Tensor, int]:
 def wasserstein_penalty(
     pair_losses: Tensor, inputs_embeds: Tensor, *, rho0: float = 0.01, form: str = "paper"
 ) -> Tensor:
-    """The WDPO gradient penalty (OBJECTIVES.md §4), a scalar with a graph to θ.
+    """The WDPO gradient penalty (docs/objectives.md §4), a scalar with a graph to θ.
 
     pair_losses: [B]; inputs_embeds: [2B, T, D], chosen rows first, the input
     embeddings the losses were computed from. With
@@ -164,6 +164,10 @@ def wasserstein_penalty(
     One autograd.grad of Σ ℓ_i suffices: the rows of a causal LM do not
     interact, so row i of the gradient is ∂ℓ_i/∂e_i. create_graph=True lets
     the penalty's own gradient reach θ by double backprop.
+
+    B is the pairs of this call, one micro-batch on one process: under gradient
+    accumulation or DDP a step averages the micro-batches' square roots, which
+    differs from the square root over the step's batch (docs/objectives.md §4).
     """
     (grads,) = torch.autograd.grad(pair_losses.sum(), inputs_embeds, create_graph=True)
     per_row = grads.pow(2).flatten(1).sum(1)
@@ -180,7 +184,7 @@ def wasserstein_penalty(
 def soft_risk_keep(
     iteration: int, batch_size: int, total_iterations: int, warmup: int, alpha: float, rho: float
 ) -> int:
-    """How many of B episodes RA-RLHF keeps at iteration m (OBJECTIVES.md §6).
+    """How many of B episodes RA-RLHF keeps at iteration m (docs/objectives.md §6).
 
     m ≤ n: all B;  m ≥ ⌈ρM⌉: ⌈αB⌉;  otherwise ⌈B·max(α, 1 − K(m − n))⌉ with
     K = (1 − α)/(⌈ρM⌉ − n). The kept episodes are the lowest-return ones.

@@ -64,7 +64,7 @@ class Objective(ABC):
 
 
 class PreferenceObjective(Objective):
-    """link × drift × reducer × penalty on preference pairs (OBJECTIVES.md §1–4).
+    """link × drift × reducer × penalty on preference pairs (docs/objectives.md §1–4).
 
     Reported rewards are β·(log π_θ − log π_ref) of each sequence, from the log-
     probabilities the link sees (length-normalised when link.length_normalize),

@@ -1,4 +1,4 @@
-"""Settings of the online objectives (PPO and RA-RLHF's CVaR PPO, OBJECTIVES.md §6).
+"""Settings of the online objectives (PPO and RA-RLHF's CVaR PPO, docs/objectives.md §6).
 
 Unlike the preference objectives they are not a loss over a fixed batch: each
 iteration samples, scores and then optimizes, so they configure a LightningModule
@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from riskalign.objectives.config import ObjectiveConfigError
+from riskalign.objectives.functional import soft_risk_keep
 
 ONLINE = ("ppo", "ra_rlhf")
 
@@ -23,11 +24,22 @@ def online_names() -> list[str]:
 @dataclass(frozen=True)
 class RiskSchedule:
     """Soft-risk schedule: keep all B episodes for `warmup` iterations, then anneal the kept
-    fraction linearly to `alpha`, reached at iteration ⌈rho·M⌉."""
+    fraction linearly to `alpha`, reached at iteration ⌈rho·M⌉.
+
+    index_base is the index m the schedule gives the first PPO iteration: 1 (the paper's
+    count, default) or 0 (the released scripts pass enumerate's index, so every cut comes
+    one iteration later; docs/objectives.md §8).
+    """
 
     alpha: float = 1.0
     warmup: int = 0
     rho: float = 0.95
+    index_base: int = 1
+
+    def keep(self, completed: int, batch_size: int, total_iterations: int) -> int:
+        """Episodes kept at the PPO iteration that follows `completed` ones (0: the first)."""
+        return soft_risk_keep(completed + self.index_base, batch_size, total_iterations,
+                              self.warmup, self.alpha, self.rho)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,9 @@ class OnlineSettings:
     kl_coef: float = 0.2  # initial β_kl of the per-token KL penalty
     kl_target: float | None = 6.0  # adaptive controller; None: fixed β_kl
     kl_horizon: int = 10_000
+    # Whitening variance of the kept advantages: biased (1/n, default) or Bessel-corrected
+    # (1/(n − 1), the released code's trl); n counts kept response tokens.
+    whiten_unbiased: bool = False
     risk: RiskSchedule = RiskSchedule()
 
     @classmethod
@@ -78,6 +93,10 @@ class OnlineSettings:
         _require(0 < self.risk.alpha <= 1, "risk.alpha", self.risk.alpha, "in (0, 1]")
         _require(0 < self.risk.rho <= 1, "risk.rho", self.risk.rho, "in (0, 1]")
         _require(self.risk.warmup >= 0, "risk.warmup", self.risk.warmup, "an integer >= 0")
+        _require(_is_int(self.risk.index_base) and self.risk.index_base in (0, 1),
+                 "risk.index_base", self.risk.index_base, "0 (released scripts) or 1 (paper)")
+        _require(isinstance(self.whiten_unbiased, bool), "whiten_unbiased", self.whiten_unbiased,
+                 "true or false")
 
 
 def _refuse_unknown(config: dict[str, Any], cls: type, prefix: str) -> None:
@@ -87,6 +106,10 @@ def _refuse_unknown(config: dict[str, Any], cls: type, prefix: str) -> None:
             raise ObjectiveConfigError(
                 f"{prefix}.{key} is not a setting of {cls.__name__}: use {', '.join(allowed)}"
             )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -1,4 +1,4 @@
-"""The tensor math of PPO and RA-RLHF's CVaR PPO (OBJECTIVES.md §6), as pure functions.
+"""The tensor math of PPO and RA-RLHF's CVaR PPO (docs/objectives.md §6), as pure functions.
 
 A batch holds B episodes; the response tokens are padded to length T and `mask` [B, T]
 (float or bool) is 1 on real response tokens, a prefix of each row starting at column 0.
@@ -94,25 +94,41 @@ def risk_mask(episode_returns: Tensor, keep: int) -> Tensor:
     batch = episode_returns.numel()
     if not 1 <= keep <= batch:
         raise ValueError(f"keep={keep} must be in [1, {batch}]")
+    # Exactly `keep`, whatever the ties: the schedule's count is the batch that trains. The
+    # released code keeps every episode whose return is <= the keep-th lowest, so ties at
+    # that return can make it keep more (docs/objectives.md §8).
     order = torch.argsort(episode_returns.detach(), stable=True)
     kept = torch.zeros(batch, dtype=torch.bool, device=episode_returns.device)
     return kept.index_fill(0, order[:keep], True)
 
 
-def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
-    """Whiten with the mean and (biased) variance of the masked positions; 0 where mask is 0.
+def masked_whiten(
+    values: Tensor, mask: Tensor, shift_mean: bool = True, unbiased: bool = False
+) -> Tensor:
+    """Whiten with the mean and variance of the masked positions; 0 where mask is 0.
 
-    shift_mean=False adds the mean back, scaling only.
+    The variance is biased (divides by the count n) unless `unbiased`, which multiplies it by
+    n/(n − 1) as the released RA-RLHF code (trl) does. shift_mean=False adds the mean back,
+    scaling only.
     """
     keep = mask.bool()
     zeros = torch.zeros_like(values)
     mean = masked_mean(values, keep)
     centred = torch.where(keep, values - mean, zeros)
     variance = masked_mean(centred.square(), keep)
+    if unbiased:
+        variance = variance * _bessel_factor(keep, variance.dtype)
     whitened = centred * torch.rsqrt(variance + _EPS)
     if not shift_mean:
         whitened = whitened + mean
     return torch.where(keep, whitened, zeros)
+
+
+def _bessel_factor(keep: Tensor, dtype: torch.dtype) -> Tensor:
+    """n/(n − 1) for n kept positions. n <= 1 leaves every centred value 0, so any finite
+    factor does: clamping n − 1 at 1 avoids trl's refusal of n = 1 and a host sync."""
+    count = keep.sum().to(dtype)
+    return count / (count - 1).clamp(min=1)
 
 
 def ppo_losses(

@@ -1,4 +1,4 @@
-"""The named objectives of OBJECTIVES.md §5: each is a few overrides of the defaults."""
+"""The named objectives of docs/objectives.md §5: each is a few overrides of the defaults."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ PREFERENCE: dict[str, dict[str, Any]] = {
 
 
 def names() -> list[str]:
-    """Every named objective, in the order of OBJECTIVES.md §5."""
+    """Every named objective, in the order of docs/objectives.md §5."""
     return [*PREFERENCE, "sft"]
 
 
 def build(name: str, **params: Any) -> Objective:
     """The objective `name` with `params` overriding its defaults (blocks merge key by key).
 
-    build(name) gives the defaults of OBJECTIVES.md §5; build(**config) takes a
+    build(name) gives the defaults of docs/objectives.md §5; build(**config) takes a
     whole config file (conf/objective/<name>.yaml) or an Objective's `config`.
     Raises ObjectiveConfigError, before any tensor work, on an unknown name or
     key or an out-of-range value.

@@ -6,7 +6,7 @@ q_t = softmax(policy_logits_t), p_t = softmax(ref_logits_t) and
 
     log q_t(y_t),  log p_t(y_t),  KL(p_t ‖ q_t)  and a risk measure ρ[Δ_t(V)], V ~ p_t,
 
-and sums them per row (OBJECTIVES.md §2).
+and sums them per row (docs/objectives.md §2).
 
 Memory is the point of the design. The work runs on the counted positions
 only, `chunk_size` of them at a time, inside one autograd Function whose
@@ -46,7 +46,7 @@ _SORT_AT_MOST = 1 << _RADIX_BITS
 
 @dataclass(frozen=True)
 class DriftSpec:
-    """A nested risk measure of Δ_t(V), V ~ p_t (OBJECTIVES.md §2).
+    """A nested risk measure of Δ_t(V), V ~ p_t (docs/objectives.md §2).
 
     `weighting="probability"` keeps the upper tail of reference mass
     `tail_mass` exactly, splitting the boundary entry; `weighting="uniform"`
