@@ -61,6 +61,7 @@ RUN_FIELDS: dict[str, Any] = {
     "model.lr.lora": Real(low=0.0),
     "data.eval_fraction": Real(low=0.0, high=1.0, high_open=True),
     "eval.every_n_steps": Integer(minimum=1, nullable=True),
+    "eval.num_points": Integer(minimum=2),
     "eval.num_prompts": POSITIVE,
     "eval.batch_size": POSITIVE,
     "eval.max_new_tokens": POSITIVE,
@@ -69,7 +70,7 @@ RUN_FIELDS: dict[str, Any] = {
     "eval.seed": SEEDS,
     "eval.tail_fraction": Real(low=0.0, high=1.0),
     "eval.kl": boolean,
-    "reference.cache": boolean,
+    "reference.cache": lambda key, value: value if value == "auto" else boolean(key, value),
     "guard.max_consecutive": POSITIVE,
     "checkpoint.every_n_steps": Integer(minimum=1, nullable=True),
     "checkpoint.keep_last": POSITIVE,
@@ -188,3 +189,23 @@ def check_config(cfg: DictConfig) -> None:
         f"data.max_length={data.max_length} must be greater than "
         f"data.max_prompt_length={data.max_prompt_length}",
     )
+
+
+def reference_cache_enabled(setting: bool | str, objective_name: str, online: bool,
+                            objective=None) -> bool:
+    """Whether training reads cached reference log-probabilities (reference.cache).
+
+    The cache holds sequence log-probabilities, so it cannot serve objectives that read the
+    reference's whole distribution at every token (tdpo, radpo) or sample online (ppo,
+    ra_rlhf): `true` is refused for them, `auto` uses the cache wherever it can serve.
+    """
+    serves = not online and not objective.requires_reference_logits
+    if setting == "auto":
+        return serves and objective.requires_reference
+    if setting and not serves:
+        raise ConfigError(
+            f"reference.cache=true cannot serve objective={objective_name}: it reads the "
+            "reference's full distribution at every token, not cached sequence log-probs; "
+            "set reference.cache=false (or auto: the cache wherever it serves)"
+        )
+    return bool(setting)

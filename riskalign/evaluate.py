@@ -38,6 +38,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     from riskalign.config_checks import check_fields, check_local_path
     from riskalign.config_keys import refuse_unknown_keys
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
+    from riskalign.evaluation.samples import sample_rows
     from riskalign.evaluation.win_rate import win_rate
     from riskalign.models.loading import load_causal_lm, load_tokenizer
     from riskalign.resolve import ensure_world, eval_sizes, load_configured_data, model_source
@@ -82,7 +83,10 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
         if cfg.eval.kl:
             reference = load_causal_lm(source, reference_dtype,
                                        cfg.model.attn_implementation).to(device)
-        summary = evaluate_samples(policy, reference, tokenizer, prompts, reward, settings)
+        summary, samples = evaluate_samples(policy, reference, tokenizer, prompts, reward,
+                                            settings)
+        write_text_atomic(run_dir / "samples.jsonl", "".join(
+            json.dumps(row) + "\n" for row in sample_rows(None, samples)))
         result.update(reference_model=source, reference_dtype=reference_dtype)
     result.update(summary)
     write_json_atomic(run_dir / "evaluation.json", result)
@@ -114,7 +118,11 @@ def _module_holds_reference(cfg: DictConfig) -> bool:
     objective = _offline_objective(cfg)
     if objective is None or OmegaConf.select(cfg, "model.lora.enabled"):
         return True  # PPO's module holds it; LoRA's is the policy with adapters off
-    return objective.requires_reference and not OmegaConf.select(cfg, "reference.cache")
+    from riskalign.config_checks import reference_cache_enabled
+
+    cached = reference_cache_enabled(OmegaConf.select(cfg, "reference.cache") or False,
+                                     cfg.objective.name, False, objective)
+    return objective.requires_reference and not cached
 
 
 def policy_attention(cfg: DictConfig) -> str:

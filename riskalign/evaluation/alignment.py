@@ -12,6 +12,7 @@ from rich.progress import Progress
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from riskalign.evaluation.drift import sampled_sequence_kl
+from riskalign.evaluation.samples import ScoredSample
 from riskalign.evaluation.sampling import sample_completions
 from riskalign.evaluation.statistics import lower_tail_mean
 from riskalign.rewards import RewardModel
@@ -51,28 +52,44 @@ def evaluate_samples(
     prompts: list[str],
     reward: RewardModel,
     settings: EvalSettings,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[ScoredSample]]:
     """Sample one completion per prompt (seeded), score it, and measure its KL drift
-    (NaN without a reference)."""
-    rewards, kls = [], []
-    batches = settings.sample(policy, tokenizer, prompts)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("eval: sampling", total=len(prompts))
-        for batch in batches:
-            rewards.append(reward.score(batch.completions))
-            if reference is not None:
-                kls.append(sampled_sequence_kl(policy, reference, batch).cpu())
-            progress.advance(task, len(batch.prompts))
-    reward_values = torch.cat(rewards)
+    (NaN without a reference): the summary metrics and every scored sample."""
+    samples = score_samples(policy, reference, tokenizer, prompts, reward, settings)
+    reward_values = torch.tensor([sample.reward for sample in samples])
+    kls = [sample.kl for sample in samples if sample.kl is not None]
     result = {
         "reward_mean": reward_values.mean().item(),
         "reward_tail": lower_tail_mean(reward_values, settings.tail_fraction),
         "reward_below_threshold": (reward_values < settings.tail_threshold).float().mean().item(),
-        "kl": torch.cat(kls).mean().item() if kls else float("nan"),
+        "kl": sum(kls) / len(kls) if kls else float("nan"),
     }
     if settings.prompt_tail_threshold is not None:
         result.update(prompt_tail(prompts, reward_values, reward, settings.prompt_tail_threshold))
-    return result
+    return result, samples
+
+
+def score_samples(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    reward: RewardModel,
+    settings: EvalSettings,
+) -> list[ScoredSample]:
+    """One seeded completion per prompt with its reward and sequence KL, in prompt order."""
+    samples: list[ScoredSample] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("eval: sampling", total=len(prompts))
+        for batch in settings.sample(policy, tokenizer, prompts):
+            rewards = reward.score(batch.completions).tolist()
+            kls = (sampled_sequence_kl(policy, reference, batch).cpu().tolist()
+                   if reference is not None else [None] * len(rewards))
+            for prompt, completion, value, kl in zip(batch.prompts, batch.completions,
+                                                     rewards, kls):
+                samples.append(ScoredSample(len(samples), prompt, completion, value, kl))
+            progress.advance(task, len(batch.prompts))
+    return samples
 
 
 def prompt_tail(

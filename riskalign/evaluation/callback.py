@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
+from pathlib import Path
+
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
 
 from riskalign.evaluation.alignment import EvalSettings, evaluate_pairs, evaluate_samples
+from riskalign.evaluation.samples import COLUMNS, ScoredSample, sample_rows, write_samples
 from riskalign.models.loading import freeze
 from riskalign.modules.common import progress_step
 from riskalign.rewards import RewardModel
@@ -17,11 +22,20 @@ from riskalign.rewards import RewardModel
 log = logging.getLogger(__name__)
 
 
+def evaluation_interval(every_n_steps: int | None, num_points: int, max_steps: int) -> int:
+    """Optimizer steps between evaluations: `every_n_steps` if set, else the interval that
+    spreads `num_points` evaluations over the run (step 0 and the last step included)."""
+    if every_n_steps:
+        return every_n_steps
+    return max(1, math.ceil(max_steps / (num_points - 1)))
+
+
 class AlignmentEvaluation(Callback):
     """Evaluates before training, every `every_n_steps` optimizer steps, and at the end.
 
     Each evaluation appends a point {step, reward_mean, reward_tail, kl, ...} to
-    `self.curve` and logs it under `eval/...` to every logger. With `reference`
+    `self.curve`, logs it under `eval/...` to every logger, and keeps its completions
+    (`run_dir/samples/step-N.jsonl`, and the W&B table `eval/samples`). With `reference`
     None, KL is not measured (NaN). `offload_reference` moves a reference that only
     the evaluation uses back to the CPU after each evaluation, so training keeps
     the accelerator's memory. Under DDP or FSDP every process evaluates the same
@@ -39,6 +53,7 @@ class AlignmentEvaluation(Callback):
         num_pairs: int,
         every_n_steps: int | None = None,
         offload_reference: bool = False,
+        run_dir: Path | None = None,
     ) -> None:
         self.reference = None if reference is None else freeze(reference)
         self.offload_reference = offload_reference
@@ -49,6 +64,7 @@ class AlignmentEvaluation(Callback):
         self.pair_batches = pair_batches
         self.num_pairs = num_pairs
         self.every_n_steps = every_n_steps
+        self.run_dir = run_dir
         self.curve: list[dict[str, float]] = []
 
     def _evaluate(self, trainer: Trainer, module: LightningModule) -> None:
@@ -61,12 +77,11 @@ class AlignmentEvaluation(Callback):
         if self.reference is not None:
             self.reference.to(module.device)
         point: dict[str, float] = {"step": step}
-        point.update(
-            evaluate_samples(
-                module.policy, self.reference, self.tokenizer, self.prompts, self.reward,
-                self.settings,
-            )
+        metrics, samples = evaluate_samples(
+            module.policy, self.reference, self.tokenizer, self.prompts, self.reward,
+            self.settings,
         )
+        point.update(metrics)
         if self.pair_batches is not None:
             point.update(self._pair_metrics(module))
         module.train(was_training)
@@ -76,11 +91,24 @@ class AlignmentEvaluation(Callback):
         metrics = {f"eval/{name}": value for name, value in point.items() if name != "step"}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
+        if trainer.is_global_zero:
+            self._keep_samples(trainer, step, samples)
         log.info(
             "eval @ step %d: reward %.3f (tail %.3f), KL %.3f  [%.1fs]",
             step, point["reward_mean"], point["reward_tail"], point["kl"],
             time.perf_counter() - started,
         )
+
+    def _keep_samples(self, trainer: Trainer, step: int, samples: list[ScoredSample]) -> None:
+        """The completions as JSONL in the run directory and as a W&B table."""
+        if self.run_dir is not None:
+            write_samples(self.run_dir, step, samples)
+        rows = sample_rows(step, samples)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key="eval/samples", columns=list(COLUMNS),
+                                 data=[[row[column] for column in COLUMNS] for row in rows],
+                                 step=step)
 
     def _pair_metrics(self, module: LightningModule) -> dict[str, float]:
         device_batches = (

@@ -55,7 +55,9 @@ def encode_prompts(
 def _cache_argument(model: PreTrainedModel) -> str:
     """The KV cache's keyword: `cache` in transformers 5 (which deprecates the old name),
     `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters \
+    # a PEFT wrapper's forward takes **kwargs and passes them on: ask the model it wraps
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters \
         else "past_key_values"
 
 

@@ -49,3 +49,22 @@ def response_logits(
         logits_to_keep=positions,
         use_cache=False,
     ).logits
+
+
+# Floats per chunk of the entropy pass: small enough to stay in cache-sized pieces.
+ENTROPY_CHUNK_FLOATS = 1 << 22
+
+
+@torch.no_grad()
+def response_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the model's next-token distribution over counted response
+    positions: logits [N, R, V] and labels [N, R] from response_layout. A few rows at a
+    time, so the pass adds O(chunk · V) memory, not another [N, R, V] tensor."""
+    counted = labels != IGNORE_INDEX
+    rows = max(1, ENTROPY_CHUNK_FLOATS // max(1, logits.shape[1] * logits.shape[2]))
+    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.shape[0], rows):
+        logp = torch.log_softmax(logits[start:start + rows].float(), dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        total += (entropy * counted[start:start + rows]).sum()
+    return total / counted.sum().clamp(min=1)

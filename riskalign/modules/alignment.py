@@ -10,7 +10,7 @@ from lightning import LightningModule
 from transformers import PreTrainedModel
 
 from riskalign.models.loading import freeze
-from riskalign.models.response_logits import response_layout, response_logits
+from riskalign.models.response_logits import response_entropy, response_layout, response_logits
 from riskalign.modules.common import (
     FrozenReference,
     full_state_dict,
@@ -18,6 +18,7 @@ from riskalign.modules.common import (
     unwrap_fsdp,
 )
 from riskalign.modules.optimization import build_optimizer, gradient_norm
+from riskalign.objectives.tokens import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,12 @@ class AlignmentModule(FrozenReference, LightningModule):
         )
 
     def loss_and_metrics(
-        self, batch: dict[str, torch.Tensor]
+        self, batch: dict[str, torch.Tensor], response_statistics: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One forward of each model, its logits at response positions only."""
+        """One forward of each model, its logits at response positions only.
+
+        `response_statistics` adds the policy's mean entropy on response tokens and the
+        batch's token counts (what a researcher checks for collapse and throughput)."""
         positions, labels = response_layout(batch["labels"])
         embeds = None
         if self.objective.requires_input_embeddings:
@@ -76,18 +80,26 @@ class AlignmentModule(FrozenReference, LightningModule):
             with torch.no_grad():
                 ref_logits = response_logits(self.reference, batch, positions)
         extra = {"inputs_embeds": embeds} if embeds is not None else {}
-        return self.objective.loss_from_logits(
+        loss, metrics = self.objective.loss_from_logits(
             policy_logits, ref_logits, labels, ref_logps=ref_logps, **extra
         )
+        if response_statistics:
+            metrics = {
+                **metrics,
+                "entropy/response": response_entropy(policy_logits.detach(), labels),
+                "tokens/response": (labels != IGNORE_INDEX).sum().float(),
+                "tokens/input": batch["attention_mask"].sum().float(),
+            }
+        return loss, metrics
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, metrics = self.loss_and_metrics(batch)
-        pairs = batch["input_ids"].size(0) // 2
-        # under DDP, log means over every process's pairs
-        distributed = self._trainer is not None and self.trainer.world_size > 1
         # Each self.log call costs Lightning ~2 ms of bookkeeping (more than a small model's
         # step): the loss every step, the rest only on the steps the loggers write.
         writes_logs = self._writes_logs()
+        loss, metrics = self.loss_and_metrics(batch, response_statistics=writes_logs)
+        pairs = batch["input_ids"].size(0) // 2
+        # under DDP, log means over every process's pairs
+        distributed = self._trainer is not None and self.trainer.world_size > 1
         for name, value in metrics.items():
             if name == "loss" or writes_logs:
                 self.log(name, value, on_step=True, prog_bar=name in PROGRESS_BAR_METRICS,
