@@ -235,7 +235,7 @@ def test_a_sweep_over_preference_and_online_objectives_lands_on_one_frontier(smo
     assert result.returncode == 0, result.stderr[-3000:]
     assert frontier_main([str(sweep)]) == 0
     rows = list(csv.DictReader((sweep / "frontier.csv").open()))
-    assert sorted({row["objective"] for row in rows}) == ["dpo", "ppo"]
+    assert sorted({row["label"] for row in rows}) == ["dpo", "ppo"]
 
 
 def test_gradient_accumulation_is_refused_for_ppo(smoke_env):

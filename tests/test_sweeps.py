@@ -36,13 +36,13 @@ def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smok
     report = subprocess.run([sys.executable, "-m", "riskalign.frontier", str(sweep)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "| run | objective | overrides |" in report.stdout, "no markdown table printed"
+    assert "| series | β | seeds | reward mean |" in report.stdout, "no markdown table printed"
     with open(sweep / "frontier.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4
-    assert {row["objective"] for row in rows} == {"dpo", "tdpo"}
+    assert {row["label"] for row in rows} == {"dpo", "tdpo"}
     for row in rows:
-        for key in ("reward", "reward_tail", "kl", "accuracy"):
+        for key in ("reward_mean", "reward_tail", "kl", "pairs/rewards/accuracies"):
             assert math.isfinite(float(row[key])), f"{key}={row[key]} in {row}"
     for name in ("frontier.png", "tail.png"):
         image = imread(sweep / name)
