@@ -11,6 +11,8 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from riskalign.run_identity import RunIdentity, run_tags, wandb_run_id
+
 log = logging.getLogger(__name__)
 
 
@@ -36,9 +38,11 @@ class _NoTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip:")
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) -> list[Logger]:
-    """`run_dir/metrics.csv`, and one W&B run per job (offline by default) in `group`.
+def build_loggers(cfg: DictConfig, run_dir: Path, identity: RunIdentity) -> list[Logger]:
+    """`run_dir/metrics.csv`, and one W&B run per job (offline by default) in the
+    identity's group, named and tagged by it (logger.wandb.name/tags add to that).
 
+    The W&B run id is kept in the run directory, so a resumed run continues its W&B run.
     Logging never stops training: W&B online without credentials, or one that cannot
     start (no network), logs offline instead and says so once.
     """
@@ -54,8 +58,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, name: str) 
         mode = "offline"
 
     def wandb_logger(mode: str) -> WandbLogger:
-        logger = WandbLogger(project=settings.project, entity=settings.entity, group=group,
-                             name=name, tags=list(settings.tags), mode=mode,
+        logger = WandbLogger(project=settings.project, entity=settings.entity,
+                             group=identity.group,
+                             name=settings.name or identity.name(cfg.seed),
+                             tags=run_tags(cfg, identity, settings.tags), job_type="train",
+                             id=wandb_run_id(run_dir), resume="allow", mode=mode,
                              save_dir=str(run_dir),
                              config=OmegaConf.to_container(cfg, resolve=True))
         # Lightning always passes wandb.init `anonymous` (None by default), and wandb warns

@@ -21,7 +21,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config_checks import ConfigError, check_config, resolve_learning_rate
+from riskalign.config_checks import (
+    ConfigError,
+    check_config,
+    reference_cache_enabled,
+    resolve_learning_rate,
+)
 from riskalign.stops import NumericalGuardError, Preempted
 
 log = logging.getLogger("riskalign.train")
@@ -41,15 +46,11 @@ def main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    identity = _identity(cfg, hydra_cfg, multirun)
     if multirun:
         _pin_process_launches_to_this_job(hydra_cfg)
     try:
-        train(
-            cfg,
-            Path(hydra_cfg.runtime.output_dir),
-            sweep_group=_sweep_group(hydra_cfg) if multirun else None,
-            job_name=hydra_cfg.job.override_dirname or None,
-        )
+        train(cfg, Path(hydra_cfg.runtime.output_dir), identity)
     except (ConfigError, ObjectiveConfigError) as error:
         if multirun:
             raise  # Hydra marks the job failed, RecordFailures writes it down, the sweep goes on
@@ -82,20 +83,32 @@ def _sweep_group(hydra_cfg: DictConfig) -> str:
     return "sweep-" + "_".join(parts)
 
 
-def train(
-    cfg: DictConfig,
-    run_dir: Path,
-    sweep_group: str | None = None,
-    job_name: str | None = None,
-) -> dict[str, Any]:
+def _identity(cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
+    from riskalign.reports.labels import run_label
+    from riskalign.run_identity import RunIdentity, multirun_identity
+
+    label = run_label(OmegaConf.to_container(cfg, resolve=True))
+    group = cfg.logger.wandb.group
+    if not multirun:
+        return RunIdentity(label=label, arm=hydra_cfg.runtime.choices.get("arm"), group=group)
+    return multirun_identity(hydra_cfg, label, group or _sweep_group(hydra_cfg))
+
+
+def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
     """One run: returns the summary it also writes to `run_dir/summary.json`.
 
-    `sweep_group` is the W&B group of a multirun (unless logger.wandb.group is
-    set); `job_name` names the W&B run (default: the run directory's name).
+    `identity` (a run_identity.RunIdentity) gives the run's label, W&B name, tags and
+    group; by default the label derived from the config and no group.
     """
     started = time.perf_counter()
     resolve_learning_rate(cfg)
     check_config(cfg)
+    if identity is None:
+        from riskalign.reports.labels import run_label
+        from riskalign.run_identity import RunIdentity
+
+        identity = RunIdentity(label=run_label(OmegaConf.to_container(cfg, resolve=True)),
+                               group=cfg.logger.wandb.group)
     from riskalign.resume import find_resume_point
 
     resume_from = find_resume_point(cfg)  # refuses a bad target before anything loads
@@ -128,12 +141,8 @@ def train(
         if kind == "prompts":  # raw text has no chosen/rejected rows: SFT trains on every row
             objective_params["rows"] = "all"
         objective = objectives.build(**objective_params)
-    if cfg.reference.cache and (online or objective.requires_reference_logits):
-        raise ConfigError(
-            f"reference.cache=true cannot serve objective={cfg.objective.name}: it reads the "
-            "reference's full distribution at every token, not cached sequence log-probs; "
-            "set reference.cache=false"
-        )
+    cache_reference = reference_cache_enabled(cfg.reference.cache, cfg.objective.name, online,
+                                              None if online else objective)
 
     # Heavy imports only once the config is known to be sound.
     import lightning
@@ -146,7 +155,7 @@ def train(
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
-    from riskalign.evaluation.callback import AlignmentEvaluation
+    from riskalign.evaluation.callback import AlignmentEvaluation, evaluation_interval
     from riskalign.evaluation.report import print_closing_table
     from riskalign.guard import NumericalGuard
     from riskalign.logging_setup import (
@@ -225,7 +234,7 @@ def train(
         eval_reference, reference_cache = reference, None
     else:
         train_reference, eval_reference, reference_cache = _references(
-            cfg, source, policy, objective, datamodule
+            cfg, source, policy, objective, datamodule, cache_reference
         )
         module = AlignmentModule(policy, train_reference, objective, optim)
         pair_batches = datamodule.eval_dataloader()  # with the cached log-probs, if any
@@ -237,13 +246,14 @@ def train(
         EvalSettings.from_config(cfg.eval),
         pair_batches=pair_batches,
         num_pairs=num_pairs,
-        every_n_steps=cfg.eval.every_n_steps,
+        every_n_steps=evaluation_interval(cfg.eval.every_n_steps, cfg.eval.num_points,
+                                          int(cfg.trainer.max_steps)),
         offload_reference=isinstance(eval_reference, LazyReference),
+        run_dir=run_dir,
     )
     step_timer = StepTimer()
     guard = NumericalGuard(cfg.guard.max_consecutive)
-    loggers = build_loggers(cfg, run_dir, group=cfg.logger.wandb.group or sweep_group,
-                            name=cfg.logger.wandb.name or job_name or run_dir.name)
+    loggers = build_loggers(cfg, run_dir, identity)
     if resume_from is not None:
         restore_csv_rows(loggers, saved_metrics_rows(resume_from))
     checkpoints = None
@@ -282,6 +292,11 @@ def train(
         log_curve(loggers, evaluation.curve)
         summary = {
             "objective": cfg.objective.name,
+            "label": identity.label,
+            "arm": identity.arm,
+            "seed": cfg.seed,
+            "swept": identity.swept,
+            "wandb_group": identity.group,
             "run_dir": str(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "steps": progress_step(trainer, module),
@@ -336,7 +351,8 @@ def _save_policy(trainer, module, tokenizer, directory: Path) -> None:
         move_into_place(staging, directory)
 
 
-def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
+def _references(cfg: DictConfig, source: str, policy, objective, datamodule,
+                cache_reference: bool):
     """(training's reference or None, the evaluation's reference, the cache's record or None)
     of an offline objective.
 
@@ -347,7 +363,7 @@ def _references(cfg: DictConfig, source: str, policy, objective, datamodule):
     from riskalign.models.loading import LazyReference, load_reference
     from riskalign.reference_cache import attach_reference_logps
 
-    if not (cfg.reference.cache and objective.requires_reference):
+    if not (cache_reference and objective.requires_reference):
         reference = load_reference(source, cfg.model, policy)
         return (reference if objective.requires_reference else None), reference, None
     cache = attach_reference_logps(
