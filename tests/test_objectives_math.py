@@ -1,4 +1,4 @@
-"""The objectives against OBJECTIVES.md: hand computations, limits, gradients, refusals.
+"""The objectives against docs/objectives.md: hand computations, limits, gradients, refusals.
 
 Reference values are computed here independently: by hand on tiny
 distributions, or by a naive sort over the vocabulary.

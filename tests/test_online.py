@@ -26,7 +26,7 @@ OPTIM = {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps":
 
 
 def schedule_by_hand(m: int, b: int, big_m: int, n: int, alpha: Fraction, rho: Fraction) -> int:
-    """OBJECTIVES.md §6 in exact rational arithmetic."""
+    """docs/objectives.md §6 in exact rational arithmetic."""
     target = math.ceil(rho * big_m)
     if m <= n:
         return b

@@ -96,3 +96,6 @@ def test_lower_tail_mean_is_the_mean_of_the_worst_fraction():
     assert lower_tail_mean(values, 0.1) == -4.0
     assert abs(lower_tail_mean(values, 0.25) - (-4.0 - 2.0 - 1.0) / 3) < 1e-6  # ceil(2.5) = 3
     assert abs(lower_tail_mean(values, 1.0) - values.mean().item()) < 1e-6
+    # 0.07 * 100 is 7.000000000000001 in floats: still the worst 7, not 8
+    hundred = torch.arange(100, dtype=torch.float32)
+    assert lower_tail_mean(hundred, 0.07) == hundred[:7].mean().item()

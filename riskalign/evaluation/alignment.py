@@ -1,4 +1,4 @@
-"""Alignment versus drift at one point of training (OBJECTIVES.md §7)."""
+"""Alignment versus drift at one point of training (docs/objectives.md §7)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def sampled_sequence_kl(
 ) -> torch.Tensor:
     """Σ_t KL(π_θ(·|s_t) ‖ π_ref(·|s_t)) over each sample's generated tokens: [n].
 
-    Exact per step over the vocabulary (OBJECTIVES.md §7), in float32.
+    Exact per step over the vocabulary (docs/objectives.md §7), in float32.
     """
     mask, ids = batch.attention_mask, batch.input_ids
     positions = position_ids(mask)

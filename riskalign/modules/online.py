@@ -1,4 +1,4 @@
-"""OnlineRLModule: PPO and RA-RLHF's CVaR PPO (OBJECTIVES.md §6) as a LightningModule.
+"""OnlineRLModule: PPO and RA-RLHF's CVaR PPO (docs/objectives.md §6) as a LightningModule.
 
 One training step is one PPO iteration on a batch of B prompts: sample one completion
 each (KV-cached sampler, seeded generator), score it with the reward model, shape

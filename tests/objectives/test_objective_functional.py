@@ -1,6 +1,6 @@
 """Pair and batch level: links, reducers, the WDPO penalty, the soft-risk schedule.
 
-OBJECTIVES.md §1, §3, §4 and §6.
+docs/objectives.md §1, §3, §4 and §6.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Token level: log-probabilities, sequential KL and the drift measures of OBJECTIVES.md §2."""
+"""Token level: log-probabilities, sequential KL and the drift measures of docs/objectives.md §2."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def _check_cvar_against_the_sort_recipe(
     )
 
 
-# ---- limits of OBJECTIVES.md §2 --------------------------------------------------------------
+# ---- limits of docs/objectives.md §2 --------------------------------------------------------------
 
 
 @settings(max_examples=25, deadline=None)

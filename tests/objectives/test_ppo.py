@@ -1,6 +1,6 @@
 """PPO / RA-RLHF tensor math: shaped rewards, GAE, risk selection, whitening, losses, KL control.
 
-OBJECTIVES.md §6.
+docs/objectives.md §6.
 """
 
 from __future__ import annotations
