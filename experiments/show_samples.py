@@ -1,53 +1,58 @@
-"""What a trained policy writes, beside its reference: the first N held-out prompts of a
-finished run, each completed once by the reference and once by the policy with the run's
-own evaluation seed and settings, scored by the run's reward.
+"""What a trained policy writes, beside its reference: the completions a finished run's
+evaluations kept (samples/step-N.jsonl), the reference's (step 0) and the policy's (the
+last step) side by side for the first N held-out prompts, with their rewards and KL.
 
-    python experiments/show_samples.py outputs/runs/<date>/<time> [--count 3]
+    python experiments/show_samples.py outputs/runs/<date>/<time> [--count 3] [--step N]
 
-Prints a markdown table; the same samples the run's evaluation drew for those prompts.
+Prints a markdown table. Nothing is loaded or sampled again: these are the samples the
+run's own evaluation drew and scored.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
-import riskalign  # noqa: F401  (registers the config resolvers)
-from riskalign.evaluation.alignment import EvalSettings
-from riskalign.models.loading import load_causal_lm, load_tokenizer
-from riskalign.resolve import ensure_world, eval_sizes, load_configured_data, model_source
+from riskalign.evaluation.samples import SAMPLES_DIR, read_samples, samples_path
 
 
-def main() -> None:
+def evaluated_steps(run_dir: Path) -> list[int]:
+    return sorted(int(path.stem.split("-")[1]) for path in (run_dir / SAMPLES_DIR).glob("step-*.jsonl"))
+
+
+def table(reference: list[dict], policy: list[dict], step: int, count: int) -> str:
+    def cell(row: dict) -> str:
+        kl = "" if row["kl"] is None else f", KL {row['kl']:.2f}"
+        return f"{row['completion']!r} ({row['reward']:.3f}{kl})".replace("|", "\\|")
+
+    lines = [f"| prompt | reference (step 0) | policy (step {step}) |", "|---|---|---|"]
+    for before, after in list(zip(reference, policy))[:count]:
+        lines.append(f"| {before['prompt']!r} | {cell(before)} | {cell(after)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--count", type=int, default=3)
+    parser.add_argument("--step", type=int, default=None, help="default: the last evaluated")
     args = parser.parse_args()
-    cfg = OmegaConf.create(json.loads((args.run_dir / "summary.json").read_text())["config"])
-    policy_dir = args.run_dir / "policy"
-    tokenizer = load_tokenizer(str(policy_dir))
-    world = ensure_world(cfg)
-    splits, _ = load_configured_data(cfg, world, tokenizer)
-    prompts, _ = eval_sizes(cfg.eval, splits["eval"])
-    settings = EvalSettings.from_config(cfg.eval)
-    reward = instantiate(cfg.reward)
-    completions = {}
-    for name, source in (("reference", model_source(cfg, world)), ("policy", str(policy_dir))):
-        model = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
-        # sampled over all the evaluation's prompts, as the run did, so each draw matches
-        completions[name] = [text for batch in settings.sample(model, tokenizer, prompts)
-                             for text in batch.completions][: args.count]
-    scores = {name: reward.score(texts) for name, texts in completions.items()}
-    print("| prompt | reference (reward) | policy (reward) |\n|---|---|---|")
-    for index, prompt in enumerate(prompts[: args.count]):
-        cells = [f"{completions[name][index]!r} ({float(scores[name][index]):.3f})"
-                 for name in ("reference", "policy")]
-        print(f"| {prompt!r} | {cells[0]} | {cells[1]} |")
+    steps = evaluated_steps(args.run_dir)
+    if not steps:
+        print(f"show_samples: error: no {SAMPLES_DIR}/step-*.jsonl in {args.run_dir}",
+              file=sys.stderr)
+        return 2
+    step = steps[-1] if args.step is None else args.step
+    if step not in steps:
+        print(f"show_samples: error: --step {step} was not evaluated; evaluated steps: "
+              f"{', '.join(map(str, steps))}", file=sys.stderr)
+        return 2
+    reference = read_samples(samples_path(args.run_dir, steps[0]))
+    policy = read_samples(samples_path(args.run_dir, step))
+    print(table(reference, policy, step, args.count))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

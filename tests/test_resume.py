@@ -72,7 +72,8 @@ def test_killed_twice_and_resumed_equals_the_uninterrupted_run(smoke_env, tmp_pa
     assert [point["step"] for point in resumed["curve"]] == [0, 4, 8, 12]
     assert resumed["curve"] == expected["curve"]  # every number, exactly
     assert resumed["final"] == expected["final"]
-    for name in ("metrics.csv", "policy/model.safetensors"):
+    for name in ("metrics.csv", "policy/model.safetensors",
+                 *(f"samples/step-{point['step']:07d}.jsonl" for point in expected["curve"])):
         assert (run_dir / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
 
 
@@ -141,6 +142,24 @@ def test_resuming_from_a_middle_checkpoint_equals_the_whole_run(overrides, smoke
 
         state = torch.load(cut / "checkpoints/step-00000006/state.ckpt", weights_only=True)
         assert state["state_dict"] and all("lora_" in key for key in state["state_dict"])
+
+
+def test_a_resumed_run_continues_its_wandb_run(smoke_env, tmp_path):
+    run = (*RUN, "trainer.max_steps=4", "checkpoint.every_n_steps=2", "eval.every_n_steps=2",
+           "logger.wandb.mode=offline")
+    cut = tmp_path / "cut"
+    result = run_train(*run, f"hydra.run.dir={cut}", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for leftover in ("summary.json", "policy", "checkpoints/step-00000004"):
+        shutil.rmtree(cut / leftover) if (cut / leftover).is_dir() else (cut / leftover).unlink()
+    result = run_train(*run, f"resume={cut}", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    run_id = (cut / "wandb_run_id").read_text().strip()
+    attempts = sorted(cut.glob("wandb/offline-run-*"))
+    assert len(attempts) == 2, attempts
+    assert all(path.name.endswith(f"-{run_id}") for path in attempts), (run_id, attempts)
+    assert json.loads((cut / "summary.json").read_text())["resumed_from"].endswith("step-00000002")
 
 
 def test_checkpoints_hold_the_state_to_resume_and_never_the_reference(smoke_env, tmp_path):
