@@ -70,7 +70,7 @@ RUN_FIELDS: dict[str, Any] = {
     "eval.seed": SEEDS,
     "eval.tail_fraction": Real(low=0.0, high=1.0),
     "eval.kl": boolean,
-    "reference.cache": lambda key, value: value if value == "auto" else boolean(key, value),
+    "reference.cache": lambda key, value: _reference_cache_setting(key, value),
     "guard.max_consecutive": POSITIVE,
     "checkpoint.every_n_steps": Integer(minimum=1, nullable=True),
     "checkpoint.keep_last": POSITIVE,
@@ -189,6 +189,12 @@ def check_config(cfg: DictConfig) -> None:
         f"data.max_length={data.max_length} must be greater than "
         f"data.max_prompt_length={data.max_prompt_length}",
     )
+
+
+def _reference_cache_setting(key: str, value):
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}={value!r} is not allowed: must be true, false or auto")
 
 
 def reference_cache_enabled(setting: bool | str, objective_name: str, online: bool,

@@ -244,6 +244,13 @@ CONFIG_CASES = [
                  ["model.disable_dropout='sometimes' is not a boolean"], id="53-dropout-flag"),
     pytest.param(["checkpoint.save_policy=2"],
                  ["checkpoint.save_policy=2 is not a boolean"], id="54-save-policy-flag"),
+    pytest.param(["+arm=nonexistent"], ["arm=nonexistent is not one of: cvar05"],
+                 id="55-unknown-arm"),
+    pytest.param(["reference.cache=maybe"],
+                 ["reference.cache='maybe' is not allowed: must be true, false or auto"],
+                 id="56-reference-cache-setting"),
+    pytest.param(["eval.num_points=1"], ["eval.num_points=1 is out of range: must be >= 2"],
+                 id="57-eval-points"),
 ]
 
 

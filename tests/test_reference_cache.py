@@ -99,6 +99,15 @@ def test_objectives_that_need_token_level_reference_logits_refuse_the_cache(
     assert count_model_loads == [], "refused before any model loads"
 
 
+@pytest.mark.parametrize(("objective", "cached"), [("dpo", True), ("kldpo", True),
+                                                   ("tdpo", False), ("simpo", False)])
+def test_auto_caches_wherever_the_cache_serves(smoke_world, tmp_path, count_model_loads,
+                                                objective, cached):
+    summary = _run(smoke_world, tmp_path, objective, f"objective={objective}",
+                   "reference.cache=auto", "trainer.max_steps=1")
+    assert (summary["reference_cache"] is not None) == cached, summary["reference_cache"]
+
+
 @pytest.mark.parametrize("name", ["dpo", "ipo", "kldpo", "cdpo", "rdpo"])
 def test_cached_sequence_log_probs_give_the_loss_and_gradient_of_reference_logits(name):
     generator = torch.Generator().manual_seed(0)
