@@ -18,7 +18,8 @@ from riskalign.evaluation.samples import SAMPLES_DIR, read_samples, samples_path
 
 
 def evaluated_steps(run_dir: Path) -> list[int]:
-    return sorted(int(path.stem.split("-")[1]) for path in (run_dir / SAMPLES_DIR).glob("step-*.jsonl"))
+    files = (run_dir / SAMPLES_DIR).glob("step-*.jsonl")
+    return sorted(int(path.stem.split("-")[1]) for path in files)
 
 
 def table(reference: list[dict], policy: list[dict], step: int, count: int) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer

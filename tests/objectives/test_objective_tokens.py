@@ -225,7 +225,7 @@ def _check_cvar_against_the_sort_recipe(
     )
 
 
-# ---- limits of docs/objectives.md §2 --------------------------------------------------------------
+# ---- limits of docs/objectives.md §2 ------------------------------------------------------
 
 
 @settings(max_examples=25, deadline=None)
