@@ -32,6 +32,13 @@ def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smok
     assert len({path.name for path in wandb_files}) == 4, "W&B runs must have distinct ids"
     for path in wandb_files:
         assert group.encode() in path.read_bytes(), f"{path} is not in W&B group {group}"
+    # short names (label, swept values, seed; not the constant overrides), tags, job type,
+    # and each evaluation's completions as a table
+    job = sweep / "3"  # objective=tdpo objective.beta=0.5
+    record = next(job.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
+    for fragment in (b"tdpo beta=0.5 seed=0", b"objective:tdpo", b"model:tiny",
+                     b"data:reviews", b"eval/samples"):
+        assert fragment in record, f"{fragment!r} not in the W&B run of job 3"
 
     report = subprocess.run([sys.executable, "-m", "riskalign.frontier", str(sweep)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
