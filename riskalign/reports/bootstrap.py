@@ -47,8 +47,9 @@ def identity(seeds: int, prompts: int | None) -> Draws:
 
 
 def tail_count(fraction: float, prompts: int) -> int:
-    """The worst ⌈fraction · n⌉ prompts, as evaluation's lower_tail_mean counts them."""
-    return max(1, math.ceil(fraction * prompts))
+    """The worst ⌈fraction · n⌉ prompts, as evaluation's lower_tail_mean counts them
+    (rounded first: 0.07 · 100 is 7.000000000000001 in floats)."""
+    return min(prompts, max(1, math.ceil(round(fraction * prompts, 9))))
 
 
 def prompt_statistics(rewards: np.ndarray, kls: np.ndarray | None,
