@@ -159,6 +159,10 @@ class PeriodicCheckpoint(Checkpoint):
             self._save_state(trainer, step)
         self._finish(trainer)
 
+    def on_save_checkpoint(self, trainer: Trainer, module: LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        count_running_epoch(checkpoint)
+
     def _good_state(self, step: int) -> bool:
         if self.guard is not None and self.guard.in_streak:
             log.warning("checkpoint at step %d not written: the step was skipped as "
@@ -218,6 +222,22 @@ class PeriodicCheckpoint(Checkpoint):
             "seconds_mean": round(sum(self.seconds) / len(self.seconds), 3)
             if self.seconds else None,
         }
+
+
+def count_running_epoch(checkpoint: dict[str, Any]) -> None:
+    """Count the epoch a checkpoint is taken in as started, as an uninterrupted run does.
+
+    Every checkpoint here is written inside an epoch (after a step), so Lightning's epoch
+    progress must read ready = started = completed + 1. A run resumed from an epoch's last
+    batch starts the next epoch on Lightning's restart path, which skips those two counts:
+    its later checkpoints would read ready = completed, "that epoch is over", and resuming
+    from one of them would replay another epoch's data order.
+    """
+    progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+    for counts in (progress["total"], progress["current"]):
+        running = counts["completed"] + 1
+        counts["ready"] = max(counts["ready"], running)
+        counts["started"] = max(counts["started"], running)
 
 
 class StagedCheckpointIO(TorchCheckpointIO):

@@ -144,6 +144,41 @@ def test_resuming_from_a_middle_checkpoint_equals_the_whole_run(overrides, smoke
         assert state["state_dict"] and all("lora_" in key for key in state["state_dict"])
 
 
+def _cut_after(source: Path, target: Path, step: int) -> None:
+    """`source` as a crash right after its checkpoint of `step` would have left it."""
+    shutil.copytree(source, target)
+    for leftover in ("summary.json", "policy"):
+        path = target / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for later in target.glob("checkpoints/step-*"):
+        if int(later.name.split("-")[1]) > step:
+            shutil.rmtree(later)
+
+
+def test_three_chained_resumes_at_epoch_ends_and_mid_epoch_equal_the_whole_run(
+        smoke_env, tmp_path):
+    """Resumed at step 4 (mid-epoch), then 8 (epoch 0's last batch), then 16 (epoch 1's
+    last batch): a run resumed from an epoch end once miscounted its epochs, and resuming
+    from one of its later checkpoints replayed another data order from step 16 on."""
+    run = (*RUN, "trainer.max_steps=24", "checkpoint.keep_last=6")
+    full = tmp_path / "full"
+    result = run_train(*run, f"hydra.run.dir={full}", env=smoke_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    previous = full
+    for attempt, step in enumerate((4, 8, 16)):
+        cut = tmp_path / f"attempt-{attempt}"
+        _cut_after(previous, cut, step)
+        result = run_train(*run, f"resume={cut}", env=smoke_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        previous = cut
+    expected, resumed = (json.loads((d / "summary.json").read_text()) for d in (full, previous))
+    assert resumed["resumed_from"].endswith("step-00000016")
+    assert resumed["curve"] == expected["curve"]
+    assert (previous / "metrics.csv").read_bytes() == (full / "metrics.csv").read_bytes()
+    assert ((previous / "policy/model.safetensors").read_bytes()
+            == (full / "policy/model.safetensors").read_bytes())
+
+
 def test_a_resumed_run_continues_its_wandb_run(smoke_env, tmp_path):
     run = (*RUN, "trainer.max_steps=4", "checkpoint.every_n_steps=2", "eval.every_n_steps=2",
            "logger.wandb.mode=offline")
