@@ -25,7 +25,8 @@ def test_short_run_writes_summary_metrics_and_an_offline_wandb_run(smoke_env, tm
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["objective"] == "dpo" and summary["steps"] == 4
-    assert [point["step"] for point in summary["curve"]] == [0, 4]
+    # the default cadence: eval.num_points=5 evaluations spread from step 0 to the last
+    assert [point["step"] for point in summary["curve"]] == [0, 1, 2, 3, 4]
     for point in (summary["reference"], summary["final"]):
         for key in ("reward_mean", "reward_tail", "kl"):
             assert math.isfinite(point[key]), f"{key} is not finite: {point}"
