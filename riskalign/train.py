@@ -317,7 +317,7 @@ def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
     finally:
         finish_wandb(loggers)
         _leave_process_group(launch_environment)
-    print_closing_table(summary["reference"], summary["final"])
+    print_closing_table(summary["reference"], summary["final"], cfg.eval.tail_fraction)
     log.info("Run written to %s", run_dir)
     return summary
 

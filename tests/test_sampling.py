@@ -99,3 +99,15 @@ def test_lower_tail_mean_is_the_mean_of_the_worst_fraction():
     # 0.07 * 100 is 7.000000000000001 in floats: still the worst 7, not 8
     hundred = torch.arange(100, dtype=torch.float32)
     assert lower_tail_mean(hundred, 0.07) == hundred[:7].mean().item()
+
+
+def test_the_closing_table_names_the_configured_tail_fraction():
+    from rich.console import Console
+
+    from riskalign.evaluation.report import closing_table
+
+    point = {"step": 0, "reward_mean": 0.5, "reward_tail": -0.2, "kl": 0.0}
+    console = Console(width=200, record=True)
+    console.print(closing_table(point, {**point, "step": 10}, tail_fraction=0.25))
+    text = console.export_text()
+    assert "worst 25%" in text and "worst 10%" not in text

@@ -6,10 +6,13 @@ from rich.console import Console
 from rich.table import Table
 
 
-def closing_table(reference: dict[str, float], final: dict[str, float]) -> Table:
-    """Reward mean, reward tail and KL of the reference (step 0) and the trained policy."""
+def closing_table(reference: dict[str, float], final: dict[str, float],
+                  tail_fraction: float) -> Table:
+    """Reward mean, reward tail (the worst `tail_fraction`) and KL of the reference (step 0)
+    and the trained policy."""
     table = Table(title="alignment vs drift (held-out prompts)")
-    for column in ("model", "step", "reward mean", "reward tail (worst 10%)", "KL(π‖π_ref)"):
+    tail = f"reward tail (worst {100 * tail_fraction:g}%)"
+    for column in ("model", "step", "reward mean", tail, "KL(π‖π_ref)"):
         table.add_column(column, justify="right")
     for label, point in (("reference", reference), ("policy", final)):
         table.add_row(
@@ -22,6 +25,6 @@ def closing_table(reference: dict[str, float], final: dict[str, float]) -> Table
     return table
 
 
-def print_closing_table(reference: dict[str, float], final: dict[str, float]) -> None:
-    Console().print(closing_table(reference, final))
-
+def print_closing_table(reference: dict[str, float], final: dict[str, float],
+                        tail_fraction: float) -> None:
+    Console().print(closing_table(reference, final, tail_fraction))
