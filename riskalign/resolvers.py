@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import secrets
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -27,6 +28,18 @@ def package_file(package: str, relative: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / relative)
 
 
+# Drawn once per process: the run directories of two processes started in the same second
+# (a job array, a shell loop) differ by it, and every interpolation in one process agrees.
+_PROCESS_TOKEN = secrets.token_hex(2)
+
+
+def process_token() -> str:
+    """`${process_token:}`: 4 hex characters, the same for the life of this process."""
+    return _PROCESS_TOKEN
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("package_file"):
         OmegaConf.register_new_resolver("package_file", package_file)
+    if not OmegaConf.has_resolver("process_token"):
+        OmegaConf.register_new_resolver("process_token", process_token)

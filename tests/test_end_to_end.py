@@ -86,3 +86,43 @@ def test_wandb_online_without_credentials_falls_back_to_offline(smoke_env, tmp_p
     root = Path(smoke_env["RISKALIGN_OUTPUT_ROOT"])
     (run_dir,) = [path.parent for path in root.rglob("summary.json")]
     assert list((run_dir / "wandb").glob("offline-run-*")), "the offline W&B run is missing"
+
+
+def test_runs_started_together_get_their_own_directories(smoke_env, tmp_path):
+    """Two processes in the same second (a job array, a shell loop) once shared one
+    `runs/<date>/<time>` directory: mixed metrics.csv, one run's summary beside the other's
+    overrides. Each process's directory now ends in a token of its own."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "riskalign.train", "debug=smoke", "trainer.max_steps=1",
+         f"seed={seed}"], cwd=REPO, env={**os.environ, **smoke_env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    for process in processes:
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    runs = sorted(path.parent for path in (tmp_path / "outputs").glob("runs/*/*/summary.json"))
+    assert len(runs) == 2, runs
+    seeds = sorted(json.loads((run / "summary.json").read_text())["seed"] for run in runs)
+    assert seeds == [0, 1]
+    for run in runs:
+        assert len((run / "metrics.csv").read_text().splitlines()) > 1
+
+
+def test_the_process_token_is_fixed_within_a_process_and_differs_between_them():
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    import riskalign  # noqa: F401  (registers the resolvers)
+
+    config = OmegaConf.create({"a": "${process_token:}", "b": "x-${process_token:}"})
+    assert config.b == f"x-{config.a}" and len(config.a) == 4
+    script = "import riskalign.resolvers as r; print(r.process_token())"
+    others = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             check=True).stdout.strip() for _ in range(3)}
+    assert len(others | {config.a}) >= 3, "tokens of separate processes should differ"
