@@ -26,8 +26,23 @@ FAILURES_FILE = "failures.json"
 
 
 def read_failures(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The sweep's failure records so far. A file that is not a JSON list (cut short,
+    edited by hand) is set aside as failures.json.corrupt with a warning, so that the
+    record being written is not lost with it."""
     path = sweep_dir / FAILURES_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text())
+        if isinstance(records, list):
+            return records
+        problem = f"holds a {type(records).__name__}, not a list"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problem = f"is not valid JSON ({error})"
+    aside = path.with_name(FAILURES_FILE + ".corrupt")
+    path.replace(aside)
+    log.warning("%s %s: moved to %s; recording failures afresh", path, problem, aside)
+    return []
 
 
 class RecordFailures(Callback):

@@ -72,3 +72,16 @@ def test_a_failing_job_is_recorded_and_the_others_complete(smoke_env, tmp_path):
 def test_pareto_front_keeps_points_no_other_beats():
     points = [(1.0, 0.2), (2.0, 0.5), (1.5, 0.1), (3.0, 0.4), (0.5, 0.0), (4.0, 0.9)]
     assert pareto_front(points) == [4, 0, 1, 5]
+
+
+def test_a_corrupt_failures_file_is_set_aside_and_the_new_failure_still_recorded(tmp_path):
+    from riskalign.sweeps import FAILURES_FILE, read_failures
+
+    (tmp_path / FAILURES_FILE).write_text('[{"job": 0, "error": "Val')  # cut short
+    assert read_failures(tmp_path) == []
+    assert (tmp_path / f"{FAILURES_FILE}.corrupt").read_text().startswith('[{"job": 0')
+    assert not (tmp_path / FAILURES_FILE).exists()
+    (tmp_path / FAILURES_FILE).write_text('{"job": 1}')  # valid JSON, not a list
+    assert read_failures(tmp_path) == []
+    (tmp_path / FAILURES_FILE).write_text('[{"job": 2}]')
+    assert read_failures(tmp_path) == [{"job": 2}]
