@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -66,7 +67,20 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str, allow_nan=True))
+    """Strict JSON: a NaN or infinity (a KL not measured, a tail with no prompt) is
+    written as null, since bare NaN is not JSON and other readers refuse the file."""
+    text = json.dumps(_finite_or_null(payload), indent=2, default=str, allow_nan=False)
+    write_text_atomic(path, text)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def file_sha256(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""A run's name, tags and W&B id: what tells a sweep's job apart, and what survives a resume."""
+"""A run's name, tags and W&B id: what tells a sweep's job apart, and what survives a resume;
+and the result files, strict JSON whatever was not measured."""
 
 from __future__ import annotations
 
@@ -41,3 +42,20 @@ def test_the_wandb_run_id_is_kept_in_the_run_directory(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     assert wandb_run_id(other) != first, "another run gets its own id"
+
+
+def test_result_files_are_strict_json_with_null_for_what_was_not_measured(tmp_path):
+    import json
+    import math
+
+    from riskalign.artifacts import write_json_atomic
+
+    write_json_atomic(tmp_path / "summary.json",
+                      {"final": {"kl": math.nan, "reward": 0.5, "tail": [-math.inf, 1.0]},
+                       "steps": (1, 2)})
+    text = (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    strict = json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(
+        ValueError(f"{name} is not JSON")))
+    assert strict == {"final": {"kl": None, "reward": 0.5, "tail": [None, 1.0]},
+                      "steps": [1, 2]}
