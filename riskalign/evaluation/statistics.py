@@ -1,10 +1,13 @@
-"""Summary statistics of reward samples."""
+"""Summary statistics of reward samples. Free of a torch import, so that the frontier
+report counts its tails with the same rule without loading torch."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def lower_tail_mean(values: torch.Tensor, fraction: float) -> float:

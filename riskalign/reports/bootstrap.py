@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from riskalign.evaluation.statistics import tail_count
+
 PROMPT_METRICS = ("reward_mean", "reward_tail", "kl")
 REPLICATES = 2000
 LEVEL = 0.95
@@ -44,12 +46,6 @@ def identity(seeds: int, prompts: int | None) -> Draws:
     """The data as it is: the point estimate."""
     return Draws(np.arange(seeds)[None, :],
                  None if prompts is None else np.arange(prompts)[None, :])
-
-
-def tail_count(fraction: float, prompts: int) -> int:
-    """The worst ⌈fraction · n⌉ prompts, as evaluation's lower_tail_mean counts them
-    (rounded first: 0.07 · 100 is 7.000000000000001 in floats)."""
-    return min(prompts, max(1, math.ceil(round(fraction * prompts, 9))))
 
 
 def prompt_statistics(rewards: np.ndarray, kls: np.ndarray | None,
