@@ -34,6 +34,11 @@ class RunIdentity:
         return " ".join([self.label, *shown, f"seed={seed}"])
 
 
+def sweep_group_name(sweep_dir: Path) -> str:
+    """A multirun's W&B group, named after its directory: sweep-<date>_<time>."""
+    return "sweep-" + "_".join(Path(sweep_dir).parts[-2:])
+
+
 def swept_keys(arguments: Sequence[str], sweeper_params: Mapping[str, Any] | None) -> list[str]:
     """The keys a multirun gives more than one value: on its command line (`a=1,2`,
     `x=range(3)`) or in hydra.sweeper.params. Without the leading `+`/`~`."""

@@ -77,21 +77,15 @@ def _pin_process_launches_to_this_job(hydra_cfg: DictConfig) -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-def _sweep_group(hydra_cfg: DictConfig) -> str:
-    """One W&B group per sweep, named after its directory: sweep-<date>_<time>."""
-    parts = Path(hydra_cfg.sweep.dir).parts[-2:]
-    return "sweep-" + "_".join(parts)
-
-
 def _identity(cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
     from riskalign.reports.labels import run_label
-    from riskalign.run_identity import RunIdentity, multirun_identity
+    from riskalign.run_identity import RunIdentity, multirun_identity, sweep_group_name
 
     label = run_label(OmegaConf.to_container(cfg, resolve=True))
     group = cfg.logger.wandb.group
     if not multirun:
         return RunIdentity(label=label, arm=hydra_cfg.runtime.choices.get("arm"), group=group)
-    return multirun_identity(hydra_cfg, label, group or _sweep_group(hydra_cfg))
+    return multirun_identity(hydra_cfg, label, group or sweep_group_name(hydra_cfg.sweep.dir))
 
 
 def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:

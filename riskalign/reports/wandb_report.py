@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from riskalign.reports.runs import Run
+from riskalign.run_identity import sweep_group_name
 
 
 def sweep_destination(sweep_dir: Path, runs: Sequence[Run]) -> dict[str, str | None]:
@@ -20,7 +21,7 @@ def sweep_destination(sweep_dir: Path, runs: Sequence[Run]) -> dict[str, str | N
     group = _most_common(run.wandb_group for run in runs)
     return {"project": _most_common(s.get("project") for s in settings) or "riskalign",
             "entity": _most_common(s.get("entity") for s in settings),
-            "group": group or "sweep-" + "_".join(sweep_dir.resolve().parts[-2:])}
+            "group": group or sweep_group_name(sweep_dir.resolve())}
 
 
 def log_report(sweep_dir: Path, runs: Sequence[Run], tables: Sequence[Path],
