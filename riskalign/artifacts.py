@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,25 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Strict JSON: a NaN or infinity (a KL not measured, a tail with no prompt) is
     written as null, since bare NaN is not JSON and other readers refuse the file."""
-    text = json.dumps(_finite_or_null(payload), indent=2, default=str, allow_nan=False)
+    text = json.dumps(finite_or_null(payload), indent=2, default=str, allow_nan=False)
     write_text_atomic(path, text)
 
 
-def _finite_or_null(value: Any) -> Any:
+def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
+    """One strict-JSON line per row (NaN and infinities as null), written atomically."""
+    lines = (json.dumps(finite_or_null(row), default=str, allow_nan=False) + "\n"
+             for row in rows)
+    write_text_atomic(path, "".join(lines))
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float, at any depth, replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
+        return {key: finite_or_null(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_null(item) for item in value]
+        return [finite_or_null(item) for item in value]
     return value
 
 

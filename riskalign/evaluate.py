@@ -3,7 +3,7 @@
 Evaluation sets of instructions with reference answers (alpacaeval) give a win
 rate against the references; prompt or pair datasets give reward mean, reward
 tail and KL to the reference model, as in training's evaluation. Results go to
-`evaluation.json` (and `samples.jsonl` for win rates) in the run directory.
+`evaluation.json` and `samples.jsonl` (every completion, scored) in the run directory.
 
 A policy saved by a run (`<run>/policy`) is evaluated with that run's config (model, data,
 reward, eval, paths; riskalign.run_config), on the device and in the dtypes the run's own
@@ -13,7 +13,6 @@ exactly; overrides on the command line still win.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     `cfg` was read from (None: evaluate.yaml and the command line alone)."""
     import transformers
 
-    from riskalign.artifacts import write_json_atomic, write_text_atomic
+    from riskalign.artifacts import write_json_atomic, write_jsonl_atomic
     from riskalign.config_checks import check_fields, check_local_path
     from riskalign.config_keys import refuse_unknown_keys
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
@@ -75,8 +74,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
         rows = held_out.select(range(count))
         summary, samples = win_rate(policy, tokenizer, rows["prompt"], rows["reference"], reward,
                                     settings)
-        write_text_atomic(run_dir / "samples.jsonl",
-                          "".join(json.dumps(sample) + "\n" for sample in samples))
+        write_jsonl_atomic(run_dir / "samples.jsonl", samples)
     else:
         source = model_source(cfg, world)
         reference = None  # eval.kl=false: no KL, as in training (NaN)
@@ -85,8 +83,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
                                        cfg.model.attn_implementation).to(device)
         summary, samples = evaluate_samples(policy, reference, tokenizer, prompts, reward,
                                             settings)
-        write_text_atomic(run_dir / "samples.jsonl", "".join(
-            json.dumps(row) + "\n" for row in sample_rows(None, samples)))
+        write_jsonl_atomic(run_dir / "samples.jsonl", sample_rows(None, samples))
         result.update(reference_model=source, reference_dtype=reference_dtype)
     result.update(summary)
     write_json_atomic(run_dir / "evaluation.json", result)

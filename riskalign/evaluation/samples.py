@@ -10,11 +10,10 @@ them to see what a policy with a given reward actually writes. A rerun of the sa
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from riskalign.artifacts import write_text_atomic
+from riskalign.artifacts import finite_or_null, write_jsonl_atomic
 
 SAMPLES_DIR = "samples"
 COLUMNS = ("step", "index", "prompt", "completion", "reward", "kl")
@@ -37,23 +36,15 @@ def samples_path(run_dir: Path, step: int) -> Path:
 
 
 def sample_rows(step: int | None, samples: list[ScoredSample]) -> list[dict]:
-    """The JSONL rows (COLUMNS order); a non-finite float becomes null, as JSON has no NaN.
-    `step` is None for a policy evaluated outside training."""
-    rows = []
-    for sample in samples:
-        row = {"step": step, **asdict(sample)}
-        for key in ("reward", "kl"):
-            if row[key] is not None and not math.isfinite(row[key]):
-                row[key] = None
-        rows.append({column: row[column] for column in COLUMNS})
-    return rows
+    """The rows (COLUMNS order), a non-finite float as None, as JSON has no NaN. `step`
+    is None for a policy evaluated outside training."""
+    return [finite_or_null({"step": step, **asdict(sample)}) for sample in samples]
 
 
 def write_samples(run_dir: Path, step: int, samples: list[ScoredSample]) -> Path:
     path = samples_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = (json.dumps(row) + "\n" for row in sample_rows(step, samples))
-    write_text_atomic(path, "".join(lines))
+    write_jsonl_atomic(path, sample_rows(step, samples))
     return path
 
 
