@@ -183,6 +183,8 @@ def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
 
     world = ensure_world(cfg)
     source = model_source(cfg, world)
+    from riskalign.models.limits import check_training_lengths
+    check_training_lengths(cfg, source)  # its config only: before any weights load
     tokenizer = load_tokenizer(source)
     reward_model = functools.cache(lambda: instantiate(cfg.reward))  # after the data checks
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
