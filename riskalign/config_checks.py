@@ -69,6 +69,8 @@ RUN_FIELDS: dict[str, Any] = {
     "eval.temperature": Real(low=0.0, low_open=False),
     "eval.seed": SEEDS,
     "eval.tail_fraction": Real(low=0.0, high=1.0),
+    "eval.tail_threshold": Real(),  # reward_below_threshold: the fraction of rewards below it
+    "eval.prompt_tail_threshold": Real(nullable=True),  # RA-RLHF's prompt tail (null: off)
     "eval.kl": boolean,
     "reference.cache": lambda key, value: _reference_cache_setting(key, value),
     "guard.max_consecutive": POSITIVE,
@@ -189,6 +191,27 @@ def check_config(cfg: DictConfig) -> None:
         f"data.max_length={data.max_length} must be greater than "
         f"data.max_prompt_length={data.max_prompt_length}",
     )
+    _check_world(cfg)
+
+
+def _check_world(cfg: DictConfig) -> None:
+    """The embedded world's settings (data.world) and, when the run trains the world's model,
+    its lengths against that model's n_positions: before the world is built. Other models'
+    limits are read from their config once it exists (train: riskalign.models.limits)."""
+    if cfg.data.source != "world":
+        return
+    _require(isinstance(cfg.data.get("world"), DictConfig),
+             f"data.source=world needs a data.world block (data={cfg.data.name} has none): "
+             "use data=reviews")
+    from riskalign.resolve import WORLD_MODEL
+    from riskalign.worlds.settings import check_world_settings
+
+    world = check_world_settings(OmegaConf.to_container(cfg.data.world, resolve=True))
+    if (cfg.model.init_from or cfg.model.name_or_path) == WORLD_MODEL:
+        from riskalign.models.limits import check_lengths, source_name, training_lengths
+
+        check_lengths(training_lengths(cfg), ("n_positions", world["model"]["n_positions"]),
+                      source_name(cfg))
 
 
 def _reference_cache_setting(key: str, value):

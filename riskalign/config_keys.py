@@ -22,7 +22,8 @@ from riskalign.fields import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CHECKED_GROUPS = ("optim", "trainer", "eval", "data", "model")
-# Blocks whose contents another checker owns: the world builder's and the strategy's.
+# Blocks whose contents another checker owns: the world builder's (riskalign.worlds.settings,
+# from check_config) and the strategy's (riskalign.strategies.check_strategy).
 OPEN_BLOCKS = ("data.world", "trainer.strategy")
 # lightning.Trainer arguments a run sets itself; the refusal says what to use instead.
 TRAINER_OWNED = {
@@ -48,8 +49,14 @@ def refuse_unknown_keys(cfg: DictConfig) -> None:
                 parent = path.rsplit(".", 1)[0]
                 siblings = sorted(k.rsplit(".", 1)[1] for k in allowed
                                   if k.rsplit(".", 1)[0] == parent)
-                raise ConfigError(f"{path}={_short(value)} is not a known key: allowed keys "
-                                  f"are {', '.join(siblings)}")
+                raise unknown_key(path, value, siblings)
+
+
+def unknown_key(path: str, value: Any, siblings: list[str]) -> ConfigError:
+    """The refusal of a key nothing reads: `<path>=<value> is not a known key: allowed keys
+    are <siblings>`."""
+    return ConfigError(f"{path}={_short(value)} is not a known key: allowed keys are "
+                       f"{', '.join(siblings)}")
 
 
 @functools.cache

@@ -45,6 +45,9 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     refuse_unknown_keys(cfg)
     check_fields(cfg)  # the model, data and eval keys it shares with training
     check_local_path(str(cfg.policy), "policy")
+    from riskalign.models.limits import check_sampled_length
+
+    check_sampled_length(cfg, str(cfg.policy), "eval.max_new_tokens", f"policy={cfg.policy!r}")
     settings = EvalSettings.from_config(cfg.eval)
     transformers.logging.set_verbosity_error()
     world = ensure_world(cfg)

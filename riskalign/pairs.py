@@ -42,6 +42,9 @@ def make_pairs(cfg: DictConfig) -> Path:
     transformers.logging.set_verbosity_error()
     world = ensure_world(cfg)
     source = model_source(cfg, world)
+    from riskalign.models.limits import check_sampled_length
+
+    check_sampled_length(cfg, source, "pairs.max_new_tokens")  # before any weights load
     tokenizer = load_tokenizer(source)
     splits, _ = load_configured_data(cfg, world, tokenizer)
     prompts = {"train": distinct_prompts(splits["train"]), "test": distinct_prompts(splits["eval"])}

@@ -23,10 +23,53 @@ SHARDED_GPU_ONLY = ("fsdp", "deepspeed")  # Lightning runs them on CUDA devices 
 
 
 def check_strategy(trainer: Any) -> None:
-    """Refuse a trainer.strategy block that cannot work, before anything loads."""
+    """Refuse a trainer.strategy block that cannot work, or a GPU trainer on a machine without
+    one, before anything loads."""
     strategy = trainer.get("strategy")
-    if strategy is None or isinstance(strategy, str):
+    if strategy is not None and not isinstance(strategy, str):
+        _check_block(trainer, strategy)
+    check_gpu(trainer)
+
+
+def check_gpu(trainer: Any) -> None:
+    """A trainer that asks for CUDA (trainer.accelerator gpu or cuda, or a sharded strategy,
+    conf/trainer/{gpu,ddp,fsdp,deepspeed}.yaml) needs torch.cuda.is_available(); torch is
+    imported only then. accelerator=auto takes the CPU where there is no GPU."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    sharded = _sharded_name(trainer.get("strategy"))
+    if accelerator not in ("gpu", "cuda") and (sharded is None or accelerator == "cpu"):
         return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if sharded is not None:
+        raise ConfigError(
+            f"{sharded} needs CUDA GPUs, and torch.cuda.is_available() is "
+            "False on this machine: use trainer=cpu (one process) or trainer=ddp "
+            "trainer.accelerator=cpu (several CPU processes)"
+        )
+    raise ConfigError(
+        f"trainer.accelerator={accelerator!r} needs a CUDA GPU, and torch.cuda.is_available() "
+        "is False on this machine: use trainer=cpu (or trainer.accelerator=cpu)"
+    )
+
+
+def _sharded_name(strategy: Any) -> str | None:
+    """`trainer.strategy.name=fsdp` (a block) or `trainer.strategy='deepspeed_stage_3'`
+    (Lightning's own string) for a strategy Lightning runs on CUDA devices only, else None."""
+    if isinstance(strategy, str):
+        key, name = "trainer.strategy", strategy
+    elif strategy is not None:
+        key, name = "trainer.strategy.name", strategy.get("name")
+    else:
+        return None
+    if isinstance(name, str) and name.split("_")[0] in SHARDED_GPU_ONLY:
+        return f"{key}={name!r}" if key == "trainer.strategy" else f"{key}={name}"
+    return None
+
+
+def _check_block(trainer: Any, strategy: Any) -> None:
     name = strategy.get("name")
     if name not in STRATEGIES:
         raise ConfigError(f"trainer.strategy.name={name!r} is not one of: {', '.join(STRATEGIES)}")

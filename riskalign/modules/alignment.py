@@ -71,6 +71,10 @@ class AlignmentModule(FrozenReference, LightningModule):
         embeds = None
         if self.objective.requires_input_embeddings:
             embeds = self.policy.get_input_embeddings()(batch["input_ids"])
+            if not embeds.requires_grad and torch.is_grad_enabled():
+                # frozen embeddings (LoRA): the penalty still differentiates the losses
+                # with respect to them; the weights themselves stay frozen
+                embeds.requires_grad_(True)
         policy_logits = response_logits(self.policy, batch, positions, embeds)
         ref_logits, ref_logps = None, batch.get("reference_logps")
         if self.objective.requires_reference and ref_logps is None:

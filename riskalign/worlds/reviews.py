@@ -37,6 +37,7 @@ from riskalign.artifacts import build_atomically, is_complete
 from riskalign.evaluation.sampling import sample_completions
 from riskalign.rewards.vader import VaderReward
 from riskalign.worlds import grammar
+from riskalign.worlds.settings import check_world_settings
 from riskalign.worlds.tokenizer import word_level_tokenizer
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ def world_key(config: dict[str, Any]) -> str:
 
 
 def ensure_reviews_world(config: dict[str, Any], cache_dir: str | os.PathLike) -> World:
-    """Return the cached world for `config`, building it first if it is not there."""
+    """Return the cached world for `config`, building it first if it is not there; settings
+    the builder cannot use are refused first (ConfigError, riskalign.worlds.settings)."""
+    check_world_settings(config)
     root = Path(cache_dir) / "worlds" / f"reviews-{world_key(config)}"
     if is_complete(root, COMPLETE_MARKER):
         log.info("Embedded world: reusing %s", root)
@@ -90,13 +93,7 @@ def _build(config: dict[str, Any], world: World) -> dict[str, Any]:
 
     pairs_cfg = config["pairs"]
     rng = random.Random(seed + 1)
-    low, high = pairs_cfg["prompt_words"]
-    longest = high + 1 + int(pairs_cfg["max_new_tokens"])  # +1 for <bos>
-    if longest > int(config["model"]["n_positions"]):
-        raise ValueError(
-            f"data.world.model.n_positions={config['model']['n_positions']} cannot hold a "
-            f"prompt of {high} words plus {pairs_cfg['max_new_tokens']} sampled tokens"
-        )
+    low, high = pairs_cfg["prompt_words"]  # checked to fit n_positions with max_new_tokens
     splits: dict[str, list[str]] = {}
     taken: set[str] = set()  # distinct prompts, and none shared by train and test
     for split in ("train", "test"):
