@@ -1,14 +1,17 @@
 """Cached artifacts that are complete or absent: built in a staging directory, then renamed.
 
 A reader trusts a directory only when its marker file exists and every file the
-marker lists has the size it records; the marker is written last, inside the
-staging directory, so a crash at any point leaves either nothing or a leftover
-without a marker, and a file truncated later makes the artifact incomplete; the
-next build replaces either.
+marker lists has the size and SHA-256 it records; the marker is written last,
+inside the staging directory, so a crash at any point leaves either nothing or a
+leftover without a marker, and a file truncated or changed later (same size
+included) makes the artifact incomplete; the next build replaces either. A
+staging directory is locked while its build runs: the next build of the same
+artifact removes the ones whose builder has died.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -16,9 +19,12 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from riskalign.locks import is_locked, try_lock
 
 log = logging.getLogger(__name__)
 
@@ -108,24 +114,64 @@ def fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-FILE_SIZES = "_files"  # the marker's record of every file's size, for is_complete
+STAGING_GRACE_SECONDS = 10.0
+FILES = "_files"  # the marker's record of every file: {name: {"bytes": n, "sha256": hex}}
+
+# (directory, marker) -> the files' (name, size, mtime) when their hashes last matched in
+# this process: a reader asking again (every rank, every build check) hashes only what
+# changed since.
+_verified: dict[tuple[str, str], tuple] = {}
+
+
+def file_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """Every file under `directory` with its size and SHA-256: what a marker records."""
+    return {str(path.relative_to(directory)): {"bytes": path.stat().st_size,
+                                               "sha256": file_sha256(path)}
+            for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def artifact_problem(directory: Path, marker: str, hashes: bool = True) -> str | None:
+    """Why `directory` cannot be trusted (no marker, a file missing, cut short or changed),
+    or None when every file the marker records has its size and SHA-256 (with
+    `hashes=False` its size only: a listing's cheap check, before a reader verifies)."""
+    try:
+        recorded = json.loads((directory / marker).read_text())[FILES]
+    except FileNotFoundError:
+        return f"it has no {marker} (not finished, or not written by riskalign)"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its {marker} cannot be read ({type(error).__name__})"
+    if not isinstance(recorded, dict) or not all(
+            isinstance(entry, dict) and {"bytes", "sha256"} <= set(entry)
+            for entry in recorded.values()):
+        return f"its {marker} records no SHA-256 (written by an older riskalign)"
+    signature = []
+    for name, entry in sorted(recorded.items()):
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        stat = path.stat()
+        if stat.st_size != entry["bytes"]:
+            return f"{name} has {stat.st_size} bytes where {marker} records {entry['bytes']}"
+        signature.append((name, stat.st_size, stat.st_mtime_ns))
+    key = (str(directory.resolve()), marker)
+    if not hashes or _verified.get(key) == tuple(signature):
+        return None
+    for name, entry in sorted(recorded.items()):
+        if file_sha256(directory / name) != entry["sha256"]:
+            return f"{name} does not match the SHA-256 {marker} records (changed on disk)"
+    _verified[key] = tuple(signature)
+    return None
 
 
 def is_complete(directory: Path, marker: str) -> bool:
-    """The marker is there and every file it records has its recorded size (a file
-    truncated or removed since makes the artifact incomplete: it is rebuilt)."""
-    try:
-        recorded = json.loads((directory / marker).read_text()).get(FILE_SIZES, {})
-    except (OSError, ValueError, AttributeError):
-        return False
-    return all((directory / name).is_file() and (directory / name).stat().st_size == size
-               for name, size in recorded.items())
+    """The marker is there and every file it records has its size and SHA-256 (a file
+    removed, cut short or changed since makes the artifact incomplete: it is rebuilt)."""
+    return artifact_problem(directory, marker) is None
 
 
-def file_sizes(directory: Path) -> dict[str, int]:
-    """Every file's size under `directory`: what a marker records for `is_complete`."""
-    return {str(path.relative_to(directory)): path.stat().st_size
-            for path in sorted(directory.rglob("*")) if path.is_file()}
+def write_marker(directory: Path, marker: str, info: dict[str, Any]) -> None:
+    """Record every file of `directory` (sizes, SHA-256) with `info`: the last file written."""
+    write_json_atomic(directory / marker, {**info, FILES: file_records(directory)})
 
 
 def staging_directory(target: Path) -> Path:
@@ -155,16 +201,19 @@ def build_atomically(
     `build` writes the artifact's files into `staging` and returns the info that
     becomes the marker's JSON.
     """
-    if is_complete(directory, marker):
+    problem = artifact_problem(directory, marker)
+    if problem is None:
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".building-{directory.name}-", dir=directory.parent))
+    prefix = f".building-{directory.name}-"
+    remove_abandoned_staging(directory.parent, prefix)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=directory.parent))
+    lock = try_lock(staging)  # held while building: tells a live build from a killed one
     try:
-        info = {**(build(staging) or {}), FILE_SIZES: file_sizes(staging)}
-        (staging / marker).write_text(json.dumps(info, indent=2, default=str))
+        write_marker(staging, marker, build(staging) or {})
         follow_umask(staging)
         if directory.exists() and not is_complete(directory, marker):
-            log.warning("Replacing incomplete artifact %s", directory)  # a crashed build's
+            log.warning("Replacing %s: %s", directory, problem)  # a crashed build's, or damaged
             shutil.rmtree(directory, ignore_errors=True)
         try:
             staging.rename(directory)
@@ -175,4 +224,54 @@ def build_atomically(
             log.info("Artifact %s was built concurrently; keeping that copy", directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            lock.release()
     return directory
+
+
+def remove_abandoned_staging(parent: Path, prefix: str) -> None:
+    """Remove staging directories `prefix*` under `parent` whose build is no longer
+    running (killed: nothing holds their lock), keeping those still being built. One
+    only just created may not hold its lock yet: it is left alone for a few seconds."""
+    for leftover in parent.glob(f"{glob.escape(prefix)}*"):
+        if (leftover.is_dir() and time.time() - leftover.stat().st_mtime > STAGING_GRACE_SECONDS
+                and not is_locked(leftover)):
+            log.info("Removing %s, left by an interrupted build", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+# riskalign's own markers: they record build times, which say nothing of the content
+MARKER_NAMES = frozenset({"complete.json", "converted.json", "merged.json"})
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 of what a file or a directory holds (each file's name and content, markers
+    left out), wherever it lies: the same model or data in another clone has the same
+    digest, a model changed by one byte has another."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        if file.is_file() and file.name not in MARKER_NAMES:
+            digest.update(f"{file.relative_to(path)}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+POLICY_MARKER = "complete.json"  # in a run's policy/: every file's size and SHA-256
+
+
+def check_policy(path: str | Path, key: str) -> None:
+    """Refuse, in one line, a policy directory whose marker does not match its files (a
+    weight file changed or cut short since the run wrote it). A model directory without
+    the marker (an HF checkpoint from elsewhere, or a policy from before markers) is
+    read as it is."""
+    from riskalign.fields import ConfigError
+
+    directory = Path(path).expanduser()
+    if not (directory / POLICY_MARKER).is_file():
+        return
+    problem = artifact_problem(directory, POLICY_MARKER)
+    if problem is not None:
+        raise ConfigError(f"{key}={str(path)!r} is damaged: {problem}; retrain it or restore "
+                          "the directory from a copy")

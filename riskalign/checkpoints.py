@@ -30,15 +30,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from riskalign.artifacts import (
-    FILE_SIZES,
-    file_sha256,
-    file_sizes,
+    FILES,
+    artifact_problem,
     fsync_file,
-    is_complete,
     move_into_place,
     read_marker,
     staging_directory,
-    write_json_atomic,
+    write_marker,
 )
 from riskalign.modules.common import progress_step
 
@@ -62,8 +60,7 @@ class SavedCheckpoint:
     directory: Path
     step: int
     config: dict[str, Any]
-    sha256: dict[str, str]  # file name -> its SHA-256
-    sizes: dict[str, int]  # file name -> bytes (what is_complete checks)
+    sizes: dict[str, int]  # file name -> bytes
 
     @property
     def run_dir(self) -> Path:
@@ -75,12 +72,9 @@ class SavedCheckpoint:
 
     def verify(self) -> None:
         """Raise CorruptCheckpoint unless every file has the recorded size and SHA-256."""
-        if not is_complete(self.directory, MARKER):
-            raise CorruptCheckpoint(f"{self.directory} has a missing or truncated file")
-        for name, expected in self.sha256.items():
-            if file_sha256(self.directory / name) != expected:
-                raise CorruptCheckpoint(f"{self.directory / name} does not match its recorded "
-                                        "SHA-256")
+        problem = artifact_problem(self.directory, MARKER)
+        if problem is not None:
+            raise CorruptCheckpoint(f"{self.directory}: {problem}")
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -88,13 +82,14 @@ class CorruptCheckpoint(RuntimeError):
 
 
 def read_checkpoint(directory: Path) -> SavedCheckpoint | None:
-    """The checkpoint in `directory` if it is complete (marker present, sizes right)."""
-    if not is_complete(directory, MARKER):
+    """The checkpoint in `directory` if it is complete (marker present, sizes right; the
+    hashes are checked by `verify`, before a resume loads it)."""
+    if artifact_problem(directory, MARKER, hashes=False) is not None:
         return None
     try:
         marker = read_marker(directory, MARKER)
         return SavedCheckpoint(directory, int(marker["step"]), marker["config"],
-                               marker["sha256"], marker[FILE_SIZES])
+                               {name: entry["bytes"] for name, entry in marker[FILES].items()})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -132,6 +127,13 @@ class PeriodicCheckpoint(Checkpoint):
         self.seconds: list[float] = []  # writing each checkpoint (both phases)
         self._last_step = 0
         self._pending: tuple[int, Path, float] | None = None  # awaiting phase 2
+
+    def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
+        """Remove what a killed process left half-written: this process holds the run."""
+        if trainer.is_global_zero:
+            for leftover in (self.run_dir / CHECKPOINTS_DIR).glob(".partial-*"):
+                log.info("checkpoint: removing %s, left by an interrupted run", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def on_train_batch_start(self, trainer: Trainer, *args: Any) -> None:
         self._finish(trainer)
@@ -195,13 +197,9 @@ class PeriodicCheckpoint(Checkpoint):
         metrics = self.run_dir / METRICS_FILE
         if metrics.is_file():
             shutil.copyfile(metrics, staging / METRICS_FILE)
-        sha256 = {}
         for path in sorted(staging.iterdir()):
             fsync_file(path)
-            sha256[path.name] = file_sha256(path)
-        write_json_atomic(staging / MARKER, {"step": step, "config": self.config,
-                                             "sha256": sha256,
-                                             FILE_SIZES: file_sizes(staging)})
+        write_marker(staging, MARKER, {"step": step, "config": self.config})
         target = step_directory(self.run_dir, step)
         move_into_place(staging, target)  # over an interrupted attempt's of the same step
         self.last_saved = read_checkpoint(target)

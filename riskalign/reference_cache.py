@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 
-from riskalign.artifacts import build_atomically, file_sha256, is_complete, read_marker
+from riskalign.artifacts import artifact_problem, build_atomically
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +72,13 @@ def cache_key(identity: dict[str, Any], tokenized: DatasetDict) -> str:
 
 def read_cache(directory: Path) -> dict[str, torch.Tensor] | None:
     """The cached log-probabilities, or None when the cache is absent, partial or corrupt."""
-    if not is_complete(directory, MARKER):
+    problem = artifact_problem(directory, MARKER)
+    if problem is not None:
+        if directory.exists():
+            log.warning("Reference cache %s cannot be used (%s): rebuilding it", directory,
+                        problem)
         return None
-    marker = read_marker(directory, MARKER)
-    file = directory / LOGPS_FILE
-    if not file.is_file() or file.stat().st_size != marker["bytes"] \
-            or file_sha256(file) != marker["sha256"]:
-        log.warning("Reference cache %s does not match its marker (truncated or changed): "
-                    "rebuilding it", directory)
-        return None
-    return torch.load(file, map_location="cpu", weights_only=True)
+    return torch.load(directory / LOGPS_FILE, map_location="cpu", weights_only=True)
 
 
 def ensure_reference_logps(
@@ -98,15 +94,11 @@ def ensure_reference_logps(
     if cached is not None:
         log.info("Reference log-probabilities: cache hit at %s", directory)
         return cached, True
-    if is_complete(directory, MARKER):  # a marker over a bad file: the build would keep it
-        shutil.rmtree(directory, ignore_errors=True)
 
     def build(staging: Path) -> dict[str, Any]:
         logps = compute()
-        file = staging / LOGPS_FILE
-        torch.save(logps, file)
-        return {**info, "rows": {split: len(value) for split, value in logps.items()},
-                "bytes": file.stat().st_size, "sha256": file_sha256(file)}
+        torch.save(logps, staging / LOGPS_FILE)
+        return {**info, "rows": {split: len(value) for split, value in logps.items()}}
 
     build_atomically(directory, MARKER, build)
     logps = read_cache(directory)

@@ -52,12 +52,15 @@ def model_source(cfg: DictConfig, world) -> str:
     """What policy and reference load from: `model.init_from` (an SFT checkpoint) if set,
     else `model.name_or_path`; `world` is the embedded world's model; a .gguf file is
     converted once to a cached HF directory."""
+    from riskalign.artifacts import check_policy
     from riskalign.models.loading import resolve_model_source
 
     check_world_model(cfg)
+    key = "model.init_from" if cfg.model.init_from else "model.name_or_path"
     name = cfg.model.init_from or cfg.model.name_or_path
     if name == WORLD_MODEL:
         return str(world.model_dir)
+    check_policy(str(name), key)  # another run's policy/ is verified before it loads
     return resolve_model_source(str(name), cfg.paths.cache_dir)
 
 

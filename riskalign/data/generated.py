@@ -3,7 +3,8 @@
 The prompts come from the data config (a prompt dataset such as imdb or the
 packaged movie-review openings); the pairs are the model's own samples scored by
 the configured reward, generated once and cached under paths.cache_dir/pairs/,
-keyed by everything that determines them.
+keyed by everything that determines them: settings, prompts, the model's content and
+the reward.
 """
 
 from __future__ import annotations
@@ -16,34 +17,25 @@ from pathlib import Path
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.artifacts import is_complete
-from riskalign.data.pair_generation import DATASET_MARKER, PairSettings, generate_pairs
+from riskalign.artifacts import content_digest, is_complete
+from riskalign.data.pair_generation import (
+    DATASET_MARKER,
+    PairSettings,
+    generate_pairs,
+    pairs_identity,
+)
 from riskalign.resolve import distinct_prompts
 
 log = logging.getLogger(__name__)
 
 
-def _model_identity(source: str) -> dict[str, object]:
-    """A local model directory is identified by its files' sizes and times, a hub ID by name."""
-    path = Path(source)
-    if not path.is_dir():
-        return {"source": source}
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    return {"source": str(path.resolve()),
-            "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
-
-
-def pairs_dir(cfg: DictConfig, source: str) -> Path:
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    identity = {
-        "model": _model_identity(source),
-        "data": {key: data.get(key) for key in
-                 ("path", "subset", "format", "prompt_tokens", "train_split", "eval_split")},
-        "reward": OmegaConf.to_container(cfg.reward, resolve=True),
-        "generate": data["generate"],
-    }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-    return Path(cfg.paths.cache_dir) / "pairs" / f"{cfg.data.name}-{key[:12]}"
+def pair_sources(cfg: DictConfig, source: str) -> dict[str, object]:
+    """The model (its content, wherever it lies, or a hub ID) and the reward the pairs
+    come from: with the settings and the prompts, what keys them."""
+    path = Path(source).expanduser()
+    model = {"content": content_digest(path)} if path.exists() else {"hub_id": source}
+    return {"model": {**model, "dtype": cfg.model.dtype},
+            "reward": OmegaConf.to_container(cfg.reward, resolve=True)}
 
 
 def ensure_generated_pairs(
@@ -51,7 +43,12 @@ def ensure_generated_pairs(
 ) -> Path:
     """The `dataset/` directory of the pairs for this config, generating them if needed."""
     settings = PairSettings.from_config(cfg.data.generate, key="data.generate")
-    out_dir = pairs_dir(cfg, source)
+    prompts = {"train": distinct_prompts(prompt_splits["train"]),
+               "test": distinct_prompts(prompt_splits["eval"])}
+    sources = pair_sources(cfg, source)
+    identity = pairs_identity(settings, prompts, sources)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    out_dir = Path(cfg.paths.cache_dir) / "pairs" / f"{cfg.data.name}-{key[:12]}"
     if is_complete(out_dir / "dataset", DATASET_MARKER):
         log.info("Generated pairs: reusing %s", out_dir)
         return out_dir / "dataset"
@@ -60,6 +57,4 @@ def ensure_generated_pairs(
     log.info("Generated pairs: sampling %d per prompt from %s into %s",
              settings.samples_per_prompt, source, out_dir)
     model = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
-    prompts = {"train": distinct_prompts(prompt_splits["train"]),
-               "test": distinct_prompts(prompt_splits["eval"])}
-    return generate_pairs(model, tokenizer, prompts, reward, settings, out_dir)
+    return generate_pairs(model, tokenizer, prompts, reward, settings, out_dir, sources)

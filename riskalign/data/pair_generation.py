@@ -9,6 +9,7 @@ into `dataset/` (a `save_to_disk` DatasetDict) whose marker is written last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SELECTIONS = ("best_worst", "bradley_terry")
 DATASET_MARKER = "pairs.json"
+IDENTITY_FILE = "identity.json"  # written first: what the shards were made with
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,18 @@ def generate_pairs(
     reward: RewardModel,
     settings: PairSettings,
     out_dir: str | Path,
+    sources: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write (or resume) the pairs of every split; return the finished `dataset/` directory."""
+    """Write (or resume) the pairs of every split; return the finished `dataset/` directory.
+
+    `sources` identifies what else determines the pairs (the model's and the reward's
+    fingerprints). With the settings and the prompts they are recorded in `out_dir` before
+    the first shard: a rerun that differs in any is refused rather than mixing shards or
+    returning the other run's dataset.
+    """
     out_dir = Path(out_dir)
     dataset_dir = out_dir / "dataset"
+    claim_output(out_dir, pairs_identity(settings, prompts_by_split, sources))
     if is_complete(dataset_dir, DATASET_MARKER):
         log.info("Pairs: reusing %s", dataset_dir)
         return dataset_dir
@@ -158,6 +168,44 @@ def generate_pairs(
     return build_atomically(
         dataset_dir, DATASET_MARKER, lambda staging: _assemble(shard_files, settings, staging)
     )
+
+
+def pairs_identity(settings: PairSettings, prompts_by_split: Mapping[str, list[str]],
+                   sources: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that determines the pairs: the settings, a digest of each split's prompts
+    and the caller's `sources` (model and reward)."""
+    prompts = {split: hashlib.sha256("\0".join(texts).encode()).hexdigest()
+               for split, texts in prompts_by_split.items()}
+    return {"settings": asdict(settings), "prompts": prompts, **(sources or {})}
+
+
+def claim_output(out_dir: Path, identity: dict[str, Any]) -> None:
+    """Record `identity` in a new output directory; refuse one that holds another's work."""
+    recorded_file = out_dir / IDENTITY_FILE
+    if recorded_file.is_file():
+        recorded = json.loads(recorded_file.read_text())
+        difference = first_difference(recorded, json.loads(json.dumps(identity, default=str)))
+        if difference is None:
+            return
+        raise ConfigError(f"pairs output {out_dir} holds pairs made otherwise ({difference}): "
+                          "give another output directory, or delete it to start again")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConfigError(f"pairs output {out_dir} is not empty and records no settings "
+                          f"({IDENTITY_FILE}): give another output directory, or delete it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(recorded_file, identity)
+
+
+def first_difference(recorded: Any, current: Any, path: str = "") -> str | None:
+    """'key: a there, b now' for the first key whose value differs, else None."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        for key in sorted(set(recorded) | set(current)):
+            inner = first_difference(recorded.get(key), current.get(key),
+                                     f"{path}.{key}" if path else key)
+            if inner is not None:
+                return inner
+        return None
+    return None if recorded == current else f"{path}: {recorded!r} there, {current!r} now"
 
 
 def _assemble(

@@ -105,11 +105,12 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base: str | None = None) 
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from riskalign.artifacts import build_atomically
+    from riskalign.artifacts import build_atomically, check_policy
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ConfigError(f"{adapter_dir} has no adapter_config.json: not a LoRA policy directory")
+    check_policy(adapter_dir, "adapter")  # never certify a merge of a damaged adapter
     if Path(output_dir).exists():
         raise ConfigError(f"{output_dir} already exists: merge into a new directory")
     config = PeftConfig.from_pretrained(str(adapter_dir))
