@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config_checks import ConfigError
+from riskalign.launch_checks import exit_on_resource_error
 
 log = logging.getLogger("riskalign.evaluate")
 
@@ -33,7 +34,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     `cfg` was read from (None: evaluate.yaml and the command line alone)."""
     import transformers
 
-    from riskalign.artifacts import write_json_atomic, write_jsonl_atomic
+    from riskalign.artifacts import check_policy, write_json_atomic, write_jsonl_atomic
     from riskalign.config_checks import check_fields, check_local_path
     from riskalign.config_keys import refuse_unknown_keys
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
@@ -48,6 +49,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     from riskalign.models.limits import check_sampled_length
 
     check_sampled_length(cfg, str(cfg.policy), "eval.max_new_tokens", f"policy={cfg.policy!r}")
+    check_policy(cfg.policy, "policy")  # a run's policy/ is verified against its marker
     settings = EvalSettings.from_config(cfg.eval)
     transformers.logging.set_verbosity_error()
     world = ensure_world(cfg)
@@ -175,12 +177,16 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         print(f"riskalign.evaluate: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        exit_on_resource_error("riskalign.evaluate", error)
 
 
 if __name__ == "__main__":
     from riskalign.cli_checks import refuse_unknown_choices
+    from riskalign.launch_checks import refuse_before_launch
     from riskalign.run_config import with_run_choices
 
     refuse_unknown_choices("riskalign.evaluate")  # one line and exit 2, before Hydra composes
     sys.argv[1:] = with_run_choices(sys.argv[1:])  # a run's policy: compose as the run did
+    refuse_before_launch("riskalign.evaluate", "evaluate")  # keys without +, unwritable paths
     main()

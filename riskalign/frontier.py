@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from riskalign.launch_checks import exit_on_resource_error
 from riskalign.reports.bootstrap import REPLICATES
 from riskalign.reports.pareto import pareto_front
 from riskalign.reports.report import (
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())  # one line, whatever a reason held
         print(f"riskalign.frontier: error: {message}", file=sys.stderr)
         return 2
-    written = write_report(report)
+    try:
+        written = write_report(report)
+    except Exception as error:
+        exit_on_resource_error("riskalign.frontier", error)
     print(written.markdown)
     names = ", ".join(path.name for path in written.paths)
     print(f"wrote {names}, {FRONTIER_MD} in {args.sweep_dir}", flush=True)  # before W&B's

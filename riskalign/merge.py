@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from riskalign.config_checks import ConfigError
+from riskalign.launch_checks import exit_on_resource_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"riskalign.merge: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        exit_on_resource_error("riskalign.merge", error)
     print(f"merged model written to {args.output}")
     return 0
 

@@ -18,13 +18,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config_checks import ConfigError, check_fields
 from riskalign.config_keys import refuse_unknown_keys
+from riskalign.launch_checks import exit_on_resource_error
 
 log = logging.getLogger("riskalign.pairs")
 
 
 def make_pairs(cfg: DictConfig) -> Path:
     """Generate (or resume, or reuse) the pairs `cfg` describes; return the dataset directory."""
-    from riskalign.data.pair_generation import PairSettings, generate_pairs
+    from riskalign.data.generated import pair_sources
+    from riskalign.data.pair_generation import (
+        PairSettings,
+        claim_output,
+        generate_pairs,
+        pairs_identity,
+    )
 
     refuse_unknown_keys(cfg)
     check_fields(cfg)  # the model, data and eval keys it shares with training
@@ -48,9 +55,12 @@ def make_pairs(cfg: DictConfig) -> Path:
     tokenizer = load_tokenizer(source)
     splits, _ = load_configured_data(cfg, world, tokenizer)
     prompts = {"train": distinct_prompts(splits["train"]), "test": distinct_prompts(splits["eval"])}
+    sources = pair_sources(cfg, source)
+    # refuses, before the model loads, an output holding pairs made otherwise
+    claim_output(Path(cfg.output), pairs_identity(settings, prompts, sources))
     reward = instantiate(cfg.reward)
     model = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation)
-    dataset = generate_pairs(model, tokenizer, prompts, reward, settings, cfg.output)
+    dataset = generate_pairs(model, tokenizer, prompts, reward, settings, cfg.output, sources)
     log.info("Pairs written to %s (load with data=local data.path=%s)", dataset, dataset)
     return dataset
 
@@ -62,10 +72,14 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         print(f"riskalign.pairs: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        exit_on_resource_error("riskalign.pairs", error)
 
 
 if __name__ == "__main__":
     from riskalign.cli_checks import refuse_unknown_choices
+    from riskalign.launch_checks import refuse_before_launch
 
     refuse_unknown_choices("riskalign.pairs")  # one line and exit 2, before Hydra composes
+    refuse_before_launch("riskalign.pairs", "pairs")  # keys without +, unwritable paths
     main()

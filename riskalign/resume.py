@@ -33,6 +33,7 @@ from riskalign.checkpoints import (
     read_checkpoint,
 )
 from riskalign.config_checks import ConfigError
+from riskalign.locks import LOCK_FILE, is_first_process, is_locked, lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ def find_resume_point(cfg: DictConfig) -> SavedCheckpoint | None:
     if (path / SUMMARY_FILE).is_file():
         raise ConfigError(f"resume={target!r} is a finished run ({SUMMARY_FILE} written): "
                           "nothing to resume")
+    run_dir = path.parent.parent if (path / MARKER).is_file() else path
+    if _written_by_another_process(run_dir):
+        raise ConfigError(f"resume={target!r} is being written by {lock_holder(run_dir)}: one "
+                          "process writes a run at a time; wait for it to finish or stop it")
     saved = _newest_intact([read_checkpoint(path)] if (path / MARKER).is_file()
                            else complete_checkpoints(path))
     if saved is None:
@@ -92,6 +97,10 @@ def _newest_unfinished_match(root: Path, current: dict[str, Any]) -> SavedCheckp
     for run_dir in _run_dirs_with_checkpoints(root):
         if (run_dir / SUMMARY_FILE).is_file():
             continue  # finished: nothing to resume
+        if _written_by_another_process(run_dir):
+            log.info("resume=auto: passing over %s, which %s is writing", run_dir,
+                     lock_holder(run_dir))
+            continue
         saved = complete_checkpoints(run_dir)
         if saved and _first_difference(saved[-1].config, current) is None:
             candidates.append(saved)
@@ -101,6 +110,12 @@ def _newest_unfinished_match(root: Path, current: dict[str, Any]) -> SavedCheckp
         if intact is not None:
             return intact
     return None
+
+
+def _written_by_another_process(run_dir: Path) -> bool:
+    """Another process holds the run's lock. The other ranks of a distributed run, which
+    write the run with rank 0, do not count it."""
+    return is_first_process() and is_locked(run_dir / LOCK_FILE)
 
 
 def _run_dirs_with_checkpoints(root: Path) -> list[Path]:

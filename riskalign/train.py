@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,6 +27,7 @@ from riskalign.config_checks import (
     reference_cache_enabled,
     resolve_learning_rate,
 )
+from riskalign.launch_checks import exit_on_resource_error
 from riskalign.stops import NumericalGuardError, Preempted
 
 log = logging.getLogger("riskalign.train")
@@ -62,6 +63,8 @@ def main(cfg: DictConfig) -> None:
         print(f"riskalign: stopped: {error}", file=sys.stderr)
         # 143 = 128 + SIGTERM, what a job killed by it reports, so that requeue logic sees it
         sys.exit(143 if isinstance(error, Preempted) else 1)
+    except Exception as error:
+        exit_on_resource_error("riskalign", error, reraise=multirun)
 
 
 def _pin_process_launches_to_this_job(hydra_cfg: DictConfig) -> None:
@@ -95,8 +98,7 @@ def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
     group; by default the label derived from the config and no group.
     """
     started = time.perf_counter()
-    resolve_learning_rate(cfg)
-    check_config(cfg)
+    plan = check_run(cfg)
     if identity is None:
         from riskalign.reports.labels import run_label
         from riskalign.run_identity import RunIdentity
@@ -106,13 +108,39 @@ def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
     from riskalign.resume import find_resume_point
 
     resume_from = find_resume_point(cfg)  # refuses a bad target before anything loads
-    if resume_from is not None:
-        log.info("Resuming %s from step %d (%s)", resume_from.run_dir, resume_from.step,
-                 resume_from.directory.name)
-        run_dir = resume_from.run_dir  # the run goes on in its own directory
+    lock = _claim_run_directory(resume_from.run_dir if resume_from else run_dir)
+    try:
+        if resume_from is not None:
+            log.info("Resuming %s from step %d (%s)", resume_from.run_dir, resume_from.step,
+                     resume_from.directory.name)
+            _continue_log_in(resume_from.run_dir, run_dir)
+            run_dir = resume_from.run_dir  # the run goes on in its own directory
+        return _train(cfg, run_dir, identity, resume_from, started, plan)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class ObjectivePlan(NamedTuple):
+    """What the config asks to train, once checked."""
+
+    online: bool  # PPO and RA-RLHF: episodes sampled during training
+    kind: str  # "pairs" or "prompts": what the data gives
+    objective: Any  # an offline objective, built (None online)
+    settings: Any  # OnlineSettings (None offline)
+    cache_reference: bool  # reference.cache in effect
+
+
+def check_run(cfg: DictConfig) -> ObjectivePlan:
+    """Every refusal a run makes before loading anything: the config's values and the
+    objective's; also what a sweep checks for each job before the first starts."""
+    resolve_learning_rate(cfg)
+    check_config(cfg)
+    _record_precision_that_runs(cfg)
     from riskalign import objectives  # objectives are cheap: build before anything heavy
     from riskalign.objectives.online import OnlineSettings, online_names
 
+    objective, settings = None, None
     objective_params = OmegaConf.to_container(cfg.objective, resolve=True)
     online = cfg.objective.name in online_names()
     if online:
@@ -137,6 +165,73 @@ def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
         objective = objectives.build(**objective_params)
     cache_reference = reference_cache_enabled(cfg.reference.cache, cfg.objective.name, online,
                                               None if online else objective)
+
+    return ObjectivePlan(online, kind, objective, settings, cache_reference)
+
+
+def _record_precision_that_runs(cfg: DictConfig) -> None:
+    """fp16 mixed precision does not run on a CPU: Lightning runs bf16-mixed instead. The
+    config says so, so that summary.json, checkpoints and W&B record what ran."""
+    precision = str(cfg.trainer.precision)
+    if precision not in ("16", "16-mixed") or cfg.trainer.accelerator not in ("cpu", "auto"):
+        return
+    import torch
+
+    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
+        log.warning("trainer.precision=%s: fp16 mixed precision does not run on a CPU; "
+                    "running (and recording) bf16-mixed", precision)
+        cfg.trainer.precision = "bf16-mixed"
+
+
+def _claim_run_directory(run_dir: Path):
+    """This process's exclusive lock on the run directory it writes (None on the other
+    ranks of a distributed run, which write there with rank 0); refused in one line when
+    another process holds it: two writers would mix their metrics and checkpoints."""
+    from riskalign.locks import is_first_process, lock_holder, lock_run_directory
+
+    if not is_first_process():
+        return None
+    lock = lock_run_directory(run_dir)
+    if lock is None:
+        raise ConfigError(f"run directory {run_dir} is being written by {lock_holder(run_dir)}: "
+                          "one process writes a run at a time; wait for it to finish or stop it")
+    return lock
+
+
+def _continue_log_in(run_dir: Path, opened: Path) -> None:
+    """A resumed run goes on in the run it continues, but Hydra has already opened a new
+    directory for this process (`.hydra/`, `train.log`). The log goes on in the continued
+    run's train.log (with what this process logged so far), the new `.hydra/` is kept as
+    `.hydra/resumed-<its name>/` there, and the emptied directory is removed."""
+    import shutil
+
+    if run_dir.resolve() == opened.resolve() or not _single_run():
+        return  # a sweep's job directory is Hydra's bookkeeping: left as it is
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and \
+                Path(handler.baseFilename).parent.resolve() == opened.resolve():
+            handler.close()
+            with (run_dir / "train.log").open("a") as continued:
+                continued.write(Path(handler.baseFilename).read_text())
+            Path(handler.baseFilename).unlink()
+            handler.baseFilename = str((run_dir / "train.log").resolve())
+            handler.mode = "a"  # reopened at the next record
+    if (opened / ".hydra").is_dir():
+        shutil.move(opened / ".hydra", run_dir / ".hydra" / f"resumed-{opened.name}")
+    try:
+        opened.rmdir()
+    except OSError:
+        log.warning("kept %s: it holds more than Hydra's files", opened)
+
+
+def _single_run() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+
+
+def _train(cfg: DictConfig, run_dir: Path, identity, resume_from, started: float,
+           plan: ObjectivePlan) -> dict[str, Any]:
+    """The run itself, in `run_dir`, which this process has claimed."""
+    online, kind, objective, settings, cache_reference = plan
 
     # Heavy imports only once the config is known to be sound.
     import lightning
@@ -335,7 +430,12 @@ def _save_policy(trainer, module, tokenizer, directory: Path) -> None:
     place: a crash never leaves a half-written policy that evaluation would read."""
     import shutil
 
-    from riskalign.artifacts import move_into_place, staging_directory
+    from riskalign.artifacts import (
+        POLICY_MARKER,
+        move_into_place,
+        staging_directory,
+        write_marker,
+    )
 
     staging = staging_directory(directory)
     if trainer.is_global_zero:
@@ -344,6 +444,8 @@ def _save_policy(trainer, module, tokenizer, directory: Path) -> None:
     module.save_policy(staging)  # every process: FSDP gathers the weights
     if trainer.is_global_zero:
         tokenizer.save_pretrained(staging)
+        # last: evaluate, merge and model.init_from check every file against it
+        write_marker(staging, POLICY_MARKER, {"step": trainer.global_step})
         move_into_place(staging, directory)
 
 
@@ -456,6 +558,9 @@ def _training_data(cfg: DictConfig, world, source: str, tokenizer, reward_model)
 
 if __name__ == "__main__":
     from riskalign.cli_checks import refuse_unknown_choices
+    from riskalign.launch_checks import refuse_before_launch
 
     refuse_unknown_choices("riskalign")  # one line and exit 2, before Hydra composes
+    # keys without +, unwritable paths, and every job of a sweep checked before the first
+    refuse_before_launch("riskalign", "train", check_job=check_run)
     main()
