@@ -4,20 +4,29 @@
 from __future__ import annotations
 
 import glob
+import gzip
+import lzma
 import math
 import re
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from datasets.data_files import EmptyDatasetError
-from datasets.exceptions import DataFilesNotFoundError, DatasetNotFoundError
+from datasets.exceptions import (
+    DataFilesNotFoundError,
+    DatasetGenerationError,
+    DatasetNotFoundError,
+)
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.config_checks import ConfigError
+from riskalign.data.file_checks import first_problem
 from riskalign.data.formats import PROBLEM_COLUMN, convert, format_kind
 from riskalign.data.records import check_on_bad_record, check_records
 
@@ -25,6 +34,16 @@ from riskalign.data.records import check_on_bad_record, check_records
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv",
                  ".arrow": "arrow"}
 COMPRESSIONS = (".gz", ".bz2", ".xz")
+# A dataset directory's files are read by these builders (load_dataset's, by extension);
+# other files (README.md, scripts, pickles) are not data. Text may be compressed too.
+DIRECTORY_BUILDERS = {**FILE_BUILDERS, ".txt": "text", ".tsv": "csv"}
+SHOWN_FILES = 5
+# What load_dataset raises on a malformed file: DatasetGenerationError wraps the builder's
+# own error, and some builders' errors come through bare.
+READ_ERRORS = (DatasetGenerationError, pa.ArrowException, ValueError, EOFError, StopIteration,
+               zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+# A local data file: its path, the builder that reads it, and its name in a refusal.
+DataFile = tuple[Path, str, str]
 # A hub ID: `name` or `owner/name`.
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 EVAL_FRACTION = 0.05
@@ -138,7 +157,7 @@ def _load(path: str, subset: str | None, split_name: str) -> DatasetDict:
     try:
         if subset is None:
             if is_local and _is_saved(local):
-                return _from_disk(local, split_name)
+                return _from_disk(local, path, split_name)
             return _load_directory(source, path)
         return _load_subset(source, path, root, is_local, subset, split_name)
     except DatasetNotFoundError as error:
@@ -152,8 +171,9 @@ def _load(path: str, subset: str | None, split_name: str) -> DatasetDict:
 
 
 def _load_directory(source: str, path: str) -> DatasetDict:
+    files = _data_files(Path(source), path) if Path(source).is_dir() else []
     try:
-        return load_dataset(source)
+        return _read(path, files, source)
     except (EmptyDatasetError, DataFilesNotFoundError) as error:
         raise ConfigError(f"data.path={path!r} holds no data files ({_first_line(error)})") \
             from error
@@ -172,8 +192,9 @@ def _load_subset(
     folder = f"{base}/{subset}"
     if fs.isdir(folder):
         if is_local and _is_saved(Path(folder)):
-            return _from_disk(Path(folder), split_name)
-        return load_dataset(source, data_dir=subset)
+            return _from_disk(Path(folder), path, split_name)
+        files = _data_files(Path(folder), path, root=Path(base)) if is_local else []
+        return _read(path, files, source, data_dir=subset)
     files = [name for name in fs.glob(f"{base}/{glob.escape(subset)}.*") if _builder(name)]
     if len(files) == 1:
         location = files[0] if is_local else f"hf://{files[0]}"
@@ -182,9 +203,11 @@ def _load_subset(
         return load_dataset(source, subset)
     except ValueError as error:
         if "BuilderConfig" not in str(error):
-            raise
+            raise _read_error(path, [], error) from error
+    except READ_ERRORS as error:
+        raise _read_error(path, [], error) from error
     try:
-        return load_dataset(source, data_dir=subset)
+        return _read(path, [], source, data_dir=subset)
     except (EmptyDatasetError, DataFilesNotFoundError, FileNotFoundError) as error:
         available = _subsets(fs, base)
         raise ConfigError(
@@ -217,17 +240,69 @@ def _load_file(location: str, path: str, split_name: str) -> DatasetDict:
             f"{', '.join(sorted(FILE_BUILDERS))} (json, jsonl and csv may end in "
             f"{', '.join(COMPRESSIONS)}) or a directory"
         )
+    files: list[DataFile] = []
+    if "://" not in location:  # a local file (a hub subset's is hf://)
+        local = Path(location)
+        name = f"data.path={path!r}"
+        files = [(local, builder, name if local == Path(path).expanduser() else
+                  f"{name}: {local.name}")]
     # A file names no split of its own: it is the one the config trains on.
-    return load_dataset(builder, data_files={split_name: location})
+    return _read(path, files, builder, data_files={split_name: location})
 
 
-def _builder(name: str) -> str | None:
+def _data_files(directory: Path, path: str, root: Path | None = None) -> list[DataFile]:
+    """The data files of a local dataset directory (hidden ones aside, as load_dataset
+    leaves them), named relative to `root`. Without `root` (the directory is the dataset),
+    one without data files is refused: load_dataset would read other text as data or say
+    that it found none."""
+    found = sorted(file.relative_to(directory) for file in directory.rglob("*") if file.is_file())
+    found = [name for name in found if not any(part.startswith(".") for part in name.parts)]
+    prefix = directory.relative_to(root) if root else Path()
+    files = [(directory / name, builder, f"data.path={path!r}: {prefix / name}")
+             for name in found if (builder := _builder(name.name, DIRECTORY_BUILDERS))]
+    if not files and root is None:
+        shown = ", ".join(str(name) for name in found[:SHOWN_FILES]) or "nothing"
+        more = len(found) - SHOWN_FILES
+        raise ConfigError(
+            f"data.path={path!r} holds no data files (found: {shown}"
+            f"{f' and {more} more' if more > 0 else ''}): give a .jsonl/.json/.csv/.parquet "
+            "file, a directory of them, or a save_to_disk dataset"
+        )
+    return files
+
+
+def _read(path: str, files: list[DataFile], *args: Any, **kwargs: Any) -> DatasetDict:
+    """`load_dataset(*args, **kwargs)`, once the local `files` it reads show no problem; an
+    error of `datasets` reading them is refused in one line too."""
+    for file, builder, name in files:
+        problem = first_problem(file, builder, name)
+        if problem:
+            raise ConfigError(problem)
+    try:
+        return load_dataset(*args, **kwargs)
+    except READ_ERRORS as error:
+        raise _read_error(path, files, error) from error
+
+
+def _read_error(path: str, files: list[DataFile], error: BaseException) -> ConfigError:
+    """The refusal of data `datasets` failed to read: the problem of a file that parsing it
+    finds (a broken JSON line), else the first line of the error's cause."""
+    for file, builder, name in files:
+        problem = first_problem(file, builder, name, parse=True)
+        if problem:
+            return ConfigError(problem)
+    while isinstance(error, DatasetGenerationError) and error.__cause__ is not None:
+        error = error.__cause__  # "An error occurred while generating the dataset"
+    return ConfigError(f"data.path={path!r} cannot be read ({_first_line(error)})")
+
+
+def _builder(name: str, builders: Mapping[str, str] = FILE_BUILDERS) -> str | None:
     lowered = name.lower()
     compressed = lowered.endswith(COMPRESSIONS)
     if compressed:
         lowered = lowered.rsplit(".", 1)[0]
-    builder = FILE_BUILDERS.get(Path(lowered).suffix)
-    return None if compressed and builder not in ("json", "csv") else builder
+    builder = builders.get(Path(lowered).suffix)
+    return None if compressed and builder not in ("json", "csv", "text") else builder
 
 
 def _stem(name: str) -> str:
@@ -240,8 +315,11 @@ def _is_saved(directory: Path) -> bool:
     return (directory / "dataset_dict.json").exists() or (directory / "state.json").exists()
 
 
-def _from_disk(directory: Path, split_name: str) -> DatasetDict:
-    loaded = load_from_disk(str(directory))
+def _from_disk(directory: Path, path: str, split_name: str) -> DatasetDict:
+    try:
+        loaded = load_from_disk(str(directory))
+    except (*READ_ERRORS, FileNotFoundError) as error:  # a damaged save_to_disk directory
+        raise _read_error(path, [], error) from error
     # Like a single file, a saved Dataset (not DatasetDict) is the split trained on.
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({split_name: loaded})
 
