@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features, Value
 from datasets.fingerprint import generate_random_fingerprint
 from transformers import PreTrainedTokenizerBase
 
@@ -46,6 +46,7 @@ class Context:
 
     tokenizer: PreTrainedTokenizerBase | None
     prompt_tokens: int | None
+    first: dict[str, Any] | None = None  # the first record of the first split: sets the form
 
 
 Record = dict[str, Any]
@@ -161,15 +162,47 @@ def _fallback(messages: list[Record]) -> str:
     )
 
 
-def _as_messages(value: Any, role: str) -> list[Record] | None:
-    """A message list as {role, content} dicts; a string becomes one `role` message."""
+def _as_messages(value: Any, role: str, key: str) -> tuple[list[Record], str]:
+    """Column `key`'s value as {role, content} messages, and why it is none ("" when it is).
+
+    A string becomes one `role` message. Each message of a list needs a string role and
+    content; other keys are dropped. A key whose value is null counts as absent: datasets
+    gives every message the keys any message of the column has.
+    """
     if value is None or isinstance(value, str):
-        return [{"role": role, "content": value or ""}]
-    if isinstance(value, list) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) for m in value
-    ):
-        return [{"role": m["role"], "content": m.get("content") or ""} for m in value]
-    return None
+        return [{"role": role, "content": value or ""}], ""
+    if not isinstance(value, list):
+        return [], f"{key} is neither a string nor a message list"
+    if not value:
+        return [], f"{key} is an empty message list"
+    for index, message in enumerate(value):
+        problem = _message_problem(message)
+        if problem:
+            return [], f"{key} message #{index} {problem}"
+    return [{"role": m["role"], "content": m["content"]} for m in value], ""
+
+
+def _message_problem(message: Any) -> str:
+    if not isinstance(message, dict):
+        return f"is not a {{role, content}} mapping ({type(message).__name__})"
+    keys = [key for key, value in message.items() if value is not None]
+    if "role" not in keys or "content" not in keys:
+        return f"has keys ({', '.join(keys)}): a chat message needs role and content"
+    wrong = [key for key in ("role", "content") if not isinstance(message[key], str)]
+    return f"{wrong[0]} is not a string ({type(message[wrong[0]]).__name__})" if wrong else ""
+
+
+def _is_chat(record: Record) -> bool:
+    return any(isinstance(record.get(key), list) for key in KIND_COLUMNS["pairs"])
+
+
+def _form_problem(record: Record, context: Context) -> str:
+    """Why a record is not in the form of the first: all text, or chat messages."""
+    if context.first is None or _is_chat(record) == _is_chat(context.first):
+        return ""
+    forms = ("chat messages", "plain text") if _is_chat(record) else ("plain text",
+                                                                      "chat messages")
+    return f"is {forms[0]} but the first record is {forms[1]}: give all records in one form"
 
 
 # ----- record converters -----------------------------------------------------------------
@@ -183,17 +216,20 @@ def _preference(record: Record, context: Context) -> Record:
                     PROBLEM_COLUMN: record[PROBLEM_COLUMN]}
     values = {key: record[key] for key in KIND_COLUMNS["pairs"]}
     if all(value is None or isinstance(value, str) for value in values.values()):
-        return {key: value or "" for key, value in values.items()}
+        return {**{key: value or "" for key, value in values.items()},
+                PROBLEM_COLUMN: _form_problem(values, context)}
     if context.tokenizer is None:
         raise ConfigError(
             "data.format='preference' has chat-message records: rendering them needs a tokenizer"
         )
-    prompt = _as_messages(values["prompt"], "user")
-    responses = {key: _as_messages(values[key], "assistant") for key in ("chosen", "rejected")}
-    malformed = [key for key, messages in (("prompt", prompt), *responses.items()) if not messages]
-    if malformed:
-        return {"prompt": "", "chosen": "", "rejected": "",
-                PROBLEM_COLUMN: f"{malformed[0]} is neither a string nor a message list"}
+    prompt, problem = _as_messages(values["prompt"], "user", "prompt")
+    responses = {}
+    for key in ("chosen", "rejected"):
+        responses[key], response_problem = _as_messages(values[key], "assistant", key)
+        problem = problem or response_problem
+    problem = problem or _form_problem(values, context)
+    if problem:
+        return {"prompt": "", "chosen": "", "rejected": "", PROBLEM_COLUMN: problem}
     result = {"prompt": render_prompt(prompt, context.tokenizer)}
     problems = []
     for key, messages in responses.items():
@@ -216,13 +252,17 @@ def split_implicit_prompt(chosen: Any, rejected: Any) -> Record:
     both start with is the prompt, the rest are the responses."""
     if all(value is None or isinstance(value, str) for value in (chosen, rejected)):
         prompt, chosen, rejected = split_shared_text(chosen or "", rejected or "")
+    elif all(isinstance(value, list) for value in (chosen, rejected)):
+        (chosen, chosen_problem), (rejected, rejected_problem) = (
+            _as_messages(chosen, "assistant", "chosen"),
+            _as_messages(rejected, "assistant", "rejected"),
+        )
+        if chosen_problem or rejected_problem:
+            return {PROBLEM_COLUMN: chosen_problem or rejected_problem}
+        prompt, chosen, rejected = split_shared_messages(chosen, rejected)
     else:
-        conversations = [_as_messages(value, "assistant") if isinstance(value, list) else None
-                         for value in (chosen, rejected)]
-        if not all(conversations):
-            return {PROBLEM_COLUMN: "without a prompt column, chosen and rejected must both be "
-                                    "strings or both message lists"}
-        prompt, chosen, rejected = split_shared_messages(*conversations)
+        return {PROBLEM_COLUMN: "without a prompt column, chosen and rejected must both be "
+                                "strings or both message lists"}
     problem = "" if prompt else "chosen and rejected share no start to use as the prompt"
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, PROBLEM_COLUMN: problem}
 
@@ -385,7 +425,8 @@ def convert(
                 f"data.format={fmt.name!r} needs column(s) {', '.join(missing)} in split "
                 f"{split!r} (has: {', '.join(dataset.column_names)})"
             )
-    context = Context(tokenizer, prompt_tokens)
+    first = next((dataset[0] for dataset in splits.values() if len(dataset)), None)
+    context = Context(tokenizer, prompt_tokens, first)
     converted: dict[int, Dataset] = {}  # alpaca_eval trains and evaluates on one split
     for dataset in splits.values():
         if id(dataset) not in converted:
@@ -408,6 +449,8 @@ def _convert_split(dataset: Dataset, fmt: Format, context: Context) -> Dataset:
         convert_batch,
         batched=True,
         remove_columns=dataset.column_names,
+        # strings: a column that held chat messages would keep their (Json) feature
+        features=Features({column: Value("string") for column in columns}),
         keep_in_memory=True,  # no cache files beside a dataset that runs share
         # Never cached, so a random fingerprint spares hashing the tokenizer.
         new_fingerprint=generate_random_fingerprint(),

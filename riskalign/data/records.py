@@ -104,8 +104,10 @@ def find_problems(
             )
         ]
         for row, length in enumerate(lengths):
-            reasons = [batch[PROBLEM_COLUMN][row]] if PROBLEM_COLUMN in batch else []
-            reasons += [f"empty {column}" for column in columns if not batch[column][row].strip()]
+            flagged = batch[PROBLEM_COLUMN][row] if PROBLEM_COLUMN in batch else ""
+            # a record the format could not convert has empty columns: that says no more
+            reasons = [flagged] if flagged else [
+                f"empty {column}" for column in columns if not batch[column][row].strip()]
             if length > max_prompt_length:
                 reasons.append(
                     f"prompt has {length} tokens > data.max_prompt_length={max_prompt_length}"
