@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -44,9 +46,29 @@ def load_tokenizer(name_or_path: str):
 
 def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str) -> PreTrainedModel:
     check_local_path(name_or_path, "model.name_or_path")
-    return AutoModelForCausalLM.from_pretrained(
-        name_or_path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
+        )
+    except pickle.UnpicklingError as error:  # torch.load(weights_only=True) of a .bin file
+        raise ConfigError(_unpickling_refusal(name_or_path, error)) from None
+
+
+def _unpickling_refusal(name_or_path: str, error: pickle.UnpicklingError) -> str:
+    """The refusal of a .bin file that `torch.load(weights_only=True)` would not unpickle:
+    one holding other objects than tensors (named where the error names the first), or one
+    that is no pickle at all."""
+    local = Path(name_or_path).expanduser()
+    bins = sorted(file.name for file in local.glob("pytorch_model*.bin")) if local.is_dir() else []
+    where = f"model.name_or_path={name_or_path!r}: {', '.join(bins) or 'pytorch_model.bin'}"
+    text = str(error)
+    blocked = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if blocked:
+        return (f"{where} holds pickled objects that are not tensors ({blocked[1]}); loading "
+                "them is blocked for safety (weights_only): convert it to safetensors")
+    reason = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+    return (f"{where} is not a readable PyTorch weights file "
+            f"({reason[1] if reason else text.splitlines()[0]})")
 
 
 def freeze(model: PreTrainedModel) -> PreTrainedModel:
