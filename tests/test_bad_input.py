@@ -269,7 +269,8 @@ def _local_pairs(smoke_world, path: Path, edit) -> list[str]:
     splits = load_from_disk(str(world.dataset_dir))
     splits["train"] = edit(splits["train"])
     splits.save_to_disk(str(path))
-    return ["data=local", f"data.path={path}", f"model.name_or_path={world.model_dir}"]
+    return ["data=local", f"data.path={path}", f"model.name_or_path={world.model_dir}",
+            "data.max_length=64", "data.max_prompt_length=16"]  # the world model's 64 positions
 
 
 def test_17_dataset_without_rejected_column_is_refused(refused, smoke_world, tmp_path):

@@ -102,6 +102,7 @@ def test_strategy_configs_compose_and_pass_the_checks(name, monkeypatch):
     real = importlib.util.find_spec  # deepspeed is an optional extra: pretend it is there
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda module, *a: object() if module == "deepspeed" else real(module, *a))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a GPU machine
     cfg = compose_config(f"trainer={name}", "model=llama-3.2-1b")
     assert cfg.trainer.strategy.name == name
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"

@@ -59,7 +59,8 @@ def test_dataset_missing_chosen_is_refused_before_models_load(smoke_world, smoke
         test=Dataset.from_dict({"prompt": ["the plot was"], "rejected": ["dull ."]}),
     ).save_to_disk(str(bad))
     result = run_train("debug=smoke", "data=local", f"data.path={bad}",
-                       f"model.name_or_path={smoke_world[1].model_dir}", env=smoke_env)
+                       f"model.name_or_path={smoke_world[1].model_dir}", "data.max_length=64",
+                       "data.max_prompt_length=16", env=smoke_env)
     assert_refused(result, "chosen", str(bad))
 
 

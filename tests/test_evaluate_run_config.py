@@ -84,6 +84,7 @@ def test_a_local_data_run_alone_repeats_its_final_evaluation(smoke_world, smoke_
     run_dir = tmp_path / "run"
     trained = run_train("debug=smoke", "data=local", f"data.path={pairs}",
                         f"model.name_or_path={world.model_dir}", f"hydra.run.dir={run_dir}",
+                        "data.max_length=64", "data.max_prompt_length=16",
                         env=smoke_env)
     assert trained.returncode == 0, trained.stderr[-3000:]
 

@@ -98,7 +98,8 @@ def test_evaluate_gives_a_win_rate_against_reference_answers(smoke_world, smoke_
         "riskalign.evaluate", "debug=smoke", f"policy={world.model_dir}", "data=alpacaeval",
         f"data.path={FIXTURES / 'alpaca_eval'}", "reward=hf_classifier",
         f"reward.name_or_path={classifier}", "eval.num_prompts=3",
-        f"hydra.run.dir={tmp_path}/eval", env=smoke_env,
+        # the world model has 64 positions: AlpacaEval's 1024-token prompts would not fit
+        "data.max_prompt_length=32", f"hydra.run.dir={tmp_path}/eval", env=smoke_env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())

@@ -57,7 +57,7 @@ def test_second_run_hits_the_cache_and_never_builds_the_reference(
         assert second["final"][name] == pytest.approx(uncached["final"][name], rel=1e-5)
 
 
-@pytest.mark.parametrize("change", ["data.max_length=70", "data.world.pairs.test_prompts=40"])
+@pytest.mark.parametrize("change", ["data.max_length=58", "data.world.pairs.test_prompts=40"])
 def test_a_changed_max_length_or_dataset_misses_the_cache(
         smoke_world, tmp_path, count_model_loads, change):
     _run(smoke_world, tmp_path, "base", "reference.cache=true", "data.max_length=64")
@@ -69,13 +69,13 @@ def test_a_changed_max_length_or_dataset_misses_the_cache(
 
 
 def test_a_truncated_cache_file_is_detected_and_rebuilt(smoke_world, tmp_path, count_model_loads):
-    _run(smoke_world, tmp_path, "first", "reference.cache=true", "data.max_length=66")
+    _run(smoke_world, tmp_path, "first", "reference.cache=true", "data.max_length=63")
     (directory,) = [d for d in _cache_dirs(smoke_world)
-                    if '"max_length": 66' in (d / MARKER).read_text()]
+                    if '"max_length": 63' in (d / MARKER).read_text()]
     good = (directory / LOGPS_FILE).read_bytes()
     (directory / LOGPS_FILE).write_bytes(good[: len(good) // 2])
     count_model_loads.clear()
-    _run(smoke_world, tmp_path, "second", "reference.cache=true", "data.max_length=66")
+    _run(smoke_world, tmp_path, "second", "reference.cache=true", "data.max_length=63")
     assert len(count_model_loads) == 2, "the damaged cache must not be trusted"
     assert (directory / LOGPS_FILE).read_bytes() == good
 
