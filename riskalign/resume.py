@@ -33,6 +33,7 @@ from riskalign.checkpoints import (
     read_checkpoint,
 )
 from riskalign.config_checks import ConfigError
+from riskalign.differences import first_difference
 from riskalign.locks import LOCK_FILE, is_first_process, is_locked, lock_holder
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def find_resume_point(cfg: DictConfig) -> SavedCheckpoint | None:
         raise ConfigError(f"resume={target!r} has no complete checkpoint (checkpoints/step-N "
                           f"with its {MARKER}): nothing to resume; checkpoints are written "
                           "every checkpoint.every_n_steps steps")
-    difference = _first_difference(saved.config, current)
+    difference = first_difference(saved.config, current, "checkpoint", FREE_KEYS)
     if difference is not None:
         raise ConfigError(f"resume={target!r} was written with another config: {difference}; "
                           "resume with the run's own overrides")
@@ -102,7 +103,7 @@ def _newest_unfinished_match(root: Path, current: dict[str, Any]) -> SavedCheckp
                      lock_holder(run_dir))
             continue
         saved = complete_checkpoints(run_dir)
-        if saved and _first_difference(saved[-1].config, current) is None:
+        if saved and first_difference(saved[-1].config, current, "checkpoint", FREE_KEYS) is None:
             candidates.append(saved)
     candidates.sort(key=lambda run: (run[-1].step, run[-1].directory.stat().st_mtime))
     for run in reversed(candidates):
@@ -127,22 +128,6 @@ def _run_dirs_with_checkpoints(root: Path) -> list[Path]:
         subdirectories[:] = [name for name in subdirectories
                              if name not in SKIPPED_WHEN_SEARCHING]
     return found
-
-
-def _first_difference(saved: Any, current: Any, path: str = "") -> str | None:
-    """'key (checkpoint: a, now: b)' for the first key whose value differs, else None."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current), key=str):
-            if key in FREE_KEYS and not path:
-                continue
-            inner = _first_difference(saved.get(key), current.get(key),
-                                      f"{path}.{key}" if path else str(key))
-            if inner is not None:
-                return inner
-        return None
-    if saved != current:
-        return f"{path or 'config'} (checkpoint: {saved!r}, now: {current!r})"
-    return None
 
 
 def saved_metrics_rows(saved: SavedCheckpoint) -> list[dict[str, str]]:

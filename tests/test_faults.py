@@ -1,36 +1,8 @@
-"""The fault table (issue #17): each fault a user can meet, what riskalign does, and the test.
+"""The fault table (issue #17): the faults a user can meet and what riskalign does.
 
- #   fault                                         riskalign                  test
- 1   run interrupted again and again, at epoch     resumes exactly            test_resume.py:
-     ends and mid-epoch                                                       ..._three_chained_...
- 2   two runs started in the same second           a directory each           test_end_to_end.py:
-                                                                              ..._started_together_...
- 3   a second process writes a run being written   refused, one line          test_03
- 3b  resume=auto meets a run being written         passes over it             test_03
- 4   pairs rerun with other settings, model or     refused, one line          test_04
-     prompts
- 5   same-size corruption of a world, conversion,  rebuilt                    test_05
-     generated pairs, merge or reference cache
- 5b  a damaged policy/ given to evaluate, merge    refused, one line          test_05b
-     or model.init_from
- 5c  a damaged checkpoint                          passed over                test_resume.py:
-                                                                              ..._corrupt_checkpoints_...
- 6   lengths over the model's positions, a GPU     refused, one line          test_model_faults.py
-     trainer without a GPU, eval and data.world    (WDPO with LoRA trains)
-     values, WDPO with LoRA
- 7   malformed data files                          refused, one line with     test_data_faults.py
-                                                   the file and line
- 8   disk full, read-only directory, name too      one line with the path     test_08
-     long, a file where a directory goes           and the cause
- 9a  an unknown key without +                      refused, one line          test_09a
- 9b  trainer.precision=16-mixed on a CPU           runs, records bf16-mixed   test_09b
- 9c  a bad value in one job of a sweep             refused before any job     test_09c
- 9d  NaN in summary.json                           written as null            test_run_identity.py
- 9e  a corrupt failures.json                       set aside, failure kept    test_sweeps.py
- 9f  a killed build's staging directory            removed by the next build  test_09f
- 9g  a resumed run's second Hydra directory        merged into the run        test_03
- 9h  a directory with only a README as data;       refused, one line          test_data_faults.py
-     blocked pickles
+The table itself is tests/FAULTS.md (one row per fault, naming its test here or in another
+file); the README's "Reliability" section repeats it word for word, which the last test
+checks.
 """
 
 from __future__ import annotations
@@ -136,13 +108,13 @@ def test_04_pairs_rerun_with_other_settings_is_refused_and_never_mixed(world_mod
         generate_pairs(model, tokenizer, PROMPTS, LengthReward(), other, tmp_path / "p")
     assert str(refusal.value) == (
         f"pairs output {tmp_path / 'p'} holds pairs made otherwise (settings."
-        "samples_per_prompt: 4 there, 3 now): give another output directory, or delete it "
+        "samples_per_prompt (there: 4, now: 3)): give another output directory, or delete it "
         "to start again")
     assert sorted((tmp_path / "p" / "shards").rglob("*.json")) == shards  # nothing mixed in
     # other prompts (another dataset) are refused the same way, finished or not
     generate_pairs(model, tokenizer, PROMPTS, LengthReward(), settings, tmp_path / "p")
     fewer = {split: prompts[:-1] for split, prompts in PROMPTS.items()}
-    with pytest.raises(ConfigError, match=r"\(prompts\.test: '[0-9a-f]{64}' there"):
+    with pytest.raises(ConfigError, match=r"\(prompts\.test \(there: '[0-9a-f]{64}', now"):
         generate_pairs(model, tokenizer, fewer, LengthReward(), settings, tmp_path / "p")
 
 
@@ -368,3 +340,20 @@ def test_content_digest_ignores_where_a_directory_lies_and_its_build_markers(tmp
         (tmp_path / name / "w.bin").write_bytes(b"weights")
         (tmp_path / name / "converted.json").write_text(name)  # build times differ
     assert content_digest(tmp_path / "a") == content_digest(tmp_path / "b")
+
+
+# ----- the table and the README ------------------------------------------------------------
+
+
+def _table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_the_readme_promises_what_the_fault_table_proves():
+    table = _table_rows((REPO / "tests" / "FAULTS.md").read_text())
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Reliability", 1)[1].split("\n#", 1)[0]
+    assert _table_rows(section) == table
+    for row in table[1:]:
+        file, name = row.rstrip(" |").rsplit("| ", 1)[1].split("::")
+        assert f"def {name}(" in (REPO / "tests" / file).read_text(), row

@@ -23,6 +23,7 @@ from rich.progress import Progress
 
 from riskalign.artifacts import build_atomically, is_complete, write_json_atomic
 from riskalign.config_checks import ConfigError
+from riskalign.differences import first_difference
 from riskalign.evaluation.sampling import sample_completions
 from riskalign.rewards import RewardModel
 
@@ -184,28 +185,17 @@ def claim_output(out_dir: Path, identity: dict[str, Any]) -> None:
     recorded_file = out_dir / IDENTITY_FILE
     if recorded_file.is_file():
         recorded = json.loads(recorded_file.read_text())
-        difference = first_difference(recorded, json.loads(json.dumps(identity, default=str)))
+        difference = first_difference(recorded, json.loads(json.dumps(identity, default=str)),
+                                      "there")
         if difference is None:
             return
         raise ConfigError(f"pairs output {out_dir} holds pairs made otherwise ({difference}): "
                           "give another output directory, or delete it to start again")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConfigError(f"pairs output {out_dir} is not empty and records no settings "
+    if (out_dir / "shards").exists() or (out_dir / "dataset").exists():  # not its logs/
+        raise ConfigError(f"pairs output {out_dir} holds pairs but records no settings "
                           f"({IDENTITY_FILE}): give another output directory, or delete it")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(recorded_file, identity)
-
-
-def first_difference(recorded: Any, current: Any, path: str = "") -> str | None:
-    """'key: a there, b now' for the first key whose value differs, else None."""
-    if isinstance(recorded, dict) and isinstance(current, dict):
-        for key in sorted(set(recorded) | set(current)):
-            inner = first_difference(recorded.get(key), current.get(key),
-                                     f"{path}.{key}" if path else key)
-            if inner is not None:
-                return inner
-        return None
-    return None if recorded == current else f"{path}: {recorded!r} there, {current!r} now"
 
 
 def _assemble(
