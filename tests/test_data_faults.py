@@ -15,6 +15,7 @@ import json
 import datasets
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from riskalign.config_checks import ConfigError
@@ -22,7 +23,7 @@ from riskalign.data.loading import load_data
 from riskalign.models.loading import load_causal_lm
 from tests.test_bad_input import refused, train_here  # noqa: F401  (fixtures)
 from tests.test_formats import CHAT_TEMPLATE, word_tokenizer
-from tests.tiny_models import tiny_word_tokenizer
+from tests.tiny_models import make_tiny_classifier, tiny_word_tokenizer
 
 DATA = {"format": "preference", "train_split": "train", "eval_split": "test",
         "max_prompt_length": 64}
@@ -250,6 +251,21 @@ def test_model_weights_that_are_no_pickle_are_refused(tmp_path):
         load_causal_lm(str(directory), "float32", "eager")
     assert str(error.value) == (f"model.name_or_path='{directory}': pytorch_model.bin is not a "
                                 "readable PyTorch weights file (Unsupported operand 103)")
+
+
+def test_a_reward_classifier_with_pickled_objects_is_refused(tmp_path):
+    from riskalign.rewards.hf_classifier import HFClassifierReward
+
+    directory = make_tiny_classifier(tmp_path / "classifier")
+    weights = load_file(directory / "model.safetensors")
+    (directory / "model.safetensors").unlink()
+    torch.save({**weights, "note": Note()}, directory / "pytorch_model.bin")
+    with pytest.raises(ConfigError) as error:
+        HFClassifierReward(str(directory), label_weights={1: 1.0})
+    assert str(error.value) == (
+        f"reward.name_or_path='{directory}': pytorch_model.bin holds pickled objects that are "
+        f"not tensors ({Note.__module__}.Note); loading them is blocked for safety "
+        "(weights_only): convert it to safetensors")
 
 
 # ----- good files load as before ---------------------------------------------------------

@@ -51,16 +51,17 @@ def load_causal_lm(name_or_path: str, dtype: str, attn_implementation: str) -> P
             name_or_path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
         )
     except pickle.UnpicklingError as error:  # torch.load(weights_only=True) of a .bin file
-        raise ConfigError(_unpickling_refusal(name_or_path, error)) from None
+        raise ConfigError(unpickling_refusal("model.name_or_path", name_or_path, error)) \
+            from None
 
 
-def _unpickling_refusal(name_or_path: str, error: pickle.UnpicklingError) -> str:
+def unpickling_refusal(key: str, name_or_path: str, error: pickle.UnpicklingError) -> str:
     """The refusal of a .bin file that `torch.load(weights_only=True)` would not unpickle:
     one holding other objects than tensors (named where the error names the first), or one
     that is no pickle at all."""
     local = Path(name_or_path).expanduser()
     bins = sorted(file.name for file in local.glob("pytorch_model*.bin")) if local.is_dir() else []
-    where = f"model.name_or_path={name_or_path!r}: {', '.join(bins) or 'pytorch_model.bin'}"
+    where = f"{key}={name_or_path!r}: {', '.join(bins) or 'pytorch_model.bin'}"
     text = str(error)
     blocked = re.search(r"GLOBAL (\S+) was not an allowed global", text)
     if blocked:

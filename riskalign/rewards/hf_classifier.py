@@ -9,6 +9,7 @@ before any weights load, so a wrong label fails in a second, not after a downloa
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,9 +99,15 @@ class HFClassifierReward:
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         # Never past what the model's positions allow; some tokenizers report a huge sentinel.
         self.max_length = min(max_length, self.tokenizer.model_max_length)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            source, config=config, dtype=DTYPES[dtype]
-        ).to(device)
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                source, config=config, dtype=DTYPES[dtype]
+            ).to(device)
+        except pickle.UnpicklingError as error:  # a .bin file with objects torch won't load
+            from riskalign.models.loading import unpickling_refusal
+
+            raise ConfigError(unpickling_refusal("reward.name_or_path", name_or_path, error)) \
+                from None
         self.model.eval().requires_grad_(False)
 
     @property
