@@ -284,6 +284,24 @@ def test_08_resource_errors_in_the_other_entry_points_are_one_line(smoke_env, tm
     assert _one_error_line(result, 2, "riskalign.pairs") == (
         f"riskalign.pairs: error: output='{blocker / 'pairs'}' cannot be written: {blocker} "
         "is a file, not a directory")
+    result = _run_main(REPO / "riskalign" / "evaluate.py",
+                       ["debug=smoke", "policy=.", f"hydra.run.dir={blocker / 'eval'}"], capsys)
+    assert _one_error_line(result, 2, "riskalign.evaluate") == (
+        f"riskalign.evaluate: error: hydra.run.dir='{blocker / 'eval'}' cannot be written: "
+        f"{blocker} is a file, not a directory")
+
+    from riskalign import merge
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4,
+         "target_modules": ["c_attn"], "base_model_name_or_path": str(tmp_path / "base")}))
+    with pytest.raises(SystemExit) as exit_:
+        merge.main([str(adapter), str(blocker / "merged")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (f"riskalign.merge: error: {blocker}: a file is in the "
+                                       "way of a directory (File exists)\n")
 
 
 # ----- 9: the smaller ones -----------------------------------------------------------------
