@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 
-import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -22,7 +21,11 @@ from riskalign.config_checks import ConfigError
 from riskalign.data.loading import load_data
 from riskalign.models.loading import load_causal_lm
 from tests.test_bad_input import refused, train_here  # noqa: F401  (fixtures)
-from tests.test_formats import CHAT_TEMPLATE, word_tokenizer
+from tests.test_formats import (  # datasets_cache: autouse, keeps the user's cache clean
+    CHAT_TEMPLATE,
+    datasets_cache,  # noqa: F401
+    word_tokenizer,
+)
 from tests.tiny_models import make_tiny_classifier, tiny_word_tokenizer
 
 DATA = {"format": "preference", "train_split": "train", "eval_split": "test",
@@ -35,14 +38,6 @@ BROKEN_MESSAGE = "line 3 is not valid JSON (Expecting value: column 27)"
 CSV = "prompt,chosen,rejected\nQuestion?,Yes.,No.\n"
 NO_DATA = ("give a .jsonl/.json/.csv/.parquet file, a directory of them, or a save_to_disk "
            "dataset")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def datasets_cache(tmp_path_factory):
-    """Keep load_dataset's Arrow cache of these files out of the user's cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf")))
-        yield
 
 
 @pytest.fixture(scope="module")
