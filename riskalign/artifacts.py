@@ -143,6 +143,7 @@ def artifact_problem(directory: Path, marker: str, hashes: bool = True) -> str |
     if not isinstance(recorded, dict) or not all(
             isinstance(entry, dict) and {"bytes", "sha256"} <= set(entry)
             for entry in recorded.values()):
+        # check_policy matches this text: such a model is read, with a warning
         return f"its {marker} records no SHA-256 (written by an older riskalign)"
     signature = []
     for name, entry in sorted(recorded.items()):
@@ -262,16 +263,20 @@ POLICY_MARKER = "complete.json"  # in a run's policy/: every file's size and SHA
 
 
 def check_policy(path: str | Path, key: str) -> None:
-    """Refuse, in one line, a policy directory whose marker does not match its files (a
-    weight file changed or cut short since the run wrote it). A model directory without
-    the marker (an HF checkpoint from elsewhere, or a policy from before markers) is
-    read as it is."""
+    """Refuse, in one line, a model directory riskalign wrote (a run's policy/, a merge, a
+    GGUF conversion) whose marker does not match its files: a weight file changed or cut
+    short since. A model directory without such a marker (an HF checkpoint from elsewhere,
+    or a policy from before markers) is read as it is."""
     from riskalign.fields import ConfigError
 
     directory = Path(path).expanduser()
-    if not (directory / POLICY_MARKER).is_file():
-        return
-    problem = artifact_problem(directory, POLICY_MARKER)
-    if problem is not None:
-        raise ConfigError(f"{key}={str(path)!r} is damaged: {problem}; retrain it or restore "
-                          "the directory from a copy")
+    for marker in sorted(MARKER_NAMES):
+        if (directory / marker).is_file():
+            problem = artifact_problem(directory, marker)
+            if problem is not None and "records no SHA-256" in problem:
+                log.warning("%s=%s is not verified: %s", key, path, problem)
+                return
+            if problem is not None:
+                raise ConfigError(f"{key}={str(path)!r} is damaged: {problem}; retrain it or "
+                                  "restore the directory from a copy")
+            return
