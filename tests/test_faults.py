@@ -204,6 +204,24 @@ def test_05b_a_damaged_policy_is_refused_by_evaluate_merge_and_init_from(train_h
     assert not (tmp_path / "merged").exists()
 
 
+def test_05b_a_damaged_merge_is_refused_and_one_from_before_markers_read(tmp_path, caplog):
+    from riskalign.artifacts import check_policy, write_marker
+    from riskalign.config_checks import ConfigError
+
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "model.safetensors").write_bytes(bytes(range(256)))
+    write_marker(merged, "merged.json", {"adapter": "a"})
+    check_policy(merged, "model.name_or_path")
+    _flip_a_byte(merged / "model.safetensors")
+    with pytest.raises(ConfigError, match="model.name_or_path='.*' is damaged: model.safetensors "
+                                          "does not match the SHA-256 merged.json records"):
+        check_policy(merged, "model.name_or_path")
+    (merged / "merged.json").write_text(json.dumps({"_files": {"model.safetensors": 256}}))
+    check_policy(merged, "model.name_or_path")  # sizes only: an older riskalign's merge
+    assert "is not verified: its merged.json records no SHA-256" in caplog.text
+
+
 # ----- 8: resource faults, one line naming the path and the cause --------------------------
 
 
