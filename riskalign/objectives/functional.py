@@ -1,6 +1,7 @@
 """The math of the objectives as pure functions of tensors (docs/objectives.md §1–4, §6).
 
-Token level (tokens.py): `sequence_logps`, `token_drift`, `sequence_statistics`.
+Token level (tokens.py): `sequence_logps`, `token_drift`, `sequence_statistics`; each
+takes logits or a `Projection` (hidden states and an LM head) in their place.
 Pair level: `link_loss` turns a margin into per-pair losses ℓ [B].
 Batch level: `reduce_losses` turns ℓ into the scalar loss.
 Penalty: `wasserstein_penalty`, the WDPO gradient penalty.
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from riskalign.objectives.tokens import (
     DriftSpec,
+    Projection,
     SequenceStatistics,
     sequence_logps,
     sequence_statistics,
@@ -28,6 +30,7 @@ __all__ = [
     "LINKS",
     "REDUCERS",
     "DriftSpec",
+    "Projection",
     "SequenceStatistics",
     "gather_losses",
     "kl_dro_weights",

@@ -16,7 +16,7 @@ from riskalign.objectives.functional import (
     sequence_statistics,
     wasserstein_penalty,
 )
-from riskalign.objectives.tokens import DriftSpec
+from riskalign.objectives.tokens import DriftSpec, Projection
 
 
 class Objective(ABC):
@@ -43,8 +43,8 @@ class Objective(ABC):
     @abstractmethod
     def loss_from_logits(
         self,
-        policy_logits: Tensor,
-        ref_logits: Tensor | None,
+        policy_logits: Tensor | Projection,
+        ref_logits: Tensor | Projection | None,
         labels: Tensor,
         *,
         inputs_embeds: Tensor | None = None,
@@ -53,7 +53,9 @@ class Objective(ABC):
         """(scalar loss with grad, detached scalar metrics) from one forward of each model.
 
         policy_logits, ref_logits: [2B, T, V], chosen rows 0..B−1, rejected rows
-        B..2B−1; labels: [2B, T] aligned with the logits, −100 ignored.
+        B..2B−1; labels: [2B, T] aligned with the logits, −100 ignored. Either may be a
+        Projection (hidden states [2B, T, H] and an LM head) standing for its logits: the
+        token statistics then project a chunk of positions at a time.
         inputs_embeds: [2B, T, D], only when requires_input_embeddings.
         ref_logps: [2B] precomputed reference sequence log-probabilities, in
         place of ref_logits (the reference cache); ignored when ref_logits is given.
@@ -92,8 +94,8 @@ class PreferenceObjective(Objective):
 
     def loss_from_logits(
         self,
-        policy_logits: Tensor,
-        ref_logits: Tensor | None,
+        policy_logits: Tensor | Projection,
+        ref_logits: Tensor | Projection | None,
         labels: Tensor,
         *,
         inputs_embeds: Tensor | None = None,
@@ -111,6 +113,10 @@ class PreferenceObjective(Objective):
             )
         if policy_logits.dim() != 3 or policy_logits.shape[0] % 2:
             raise ValueError(f"expected policy_logits [2B, T, V], got {tuple(policy_logits.shape)}")
+        if self.requires_input_embeddings and isinstance(policy_logits, Projection):
+            # the penalty differentiates a gradient, and the chunked projection's backward
+            # is not itself differentiable: WDPO takes the logits
+            policy_logits = policy_logits.logits()
         config, link, drift = self.config, self.config["link"], self.config["drift"]
         beta, b = config["beta"], policy_logits.shape[0] // 2
         stats = sequence_statistics(
@@ -170,8 +176,8 @@ class SFTObjective(Objective):
 
     def loss_from_logits(
         self,
-        policy_logits: Tensor,
-        ref_logits: Tensor | None,
+        policy_logits: Tensor | Projection,
+        ref_logits: Tensor | Projection | None,
         labels: Tensor,
         *,
         inputs_embeds: Tensor | None = None,

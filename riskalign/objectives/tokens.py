@@ -19,6 +19,13 @@ every measure's gradient with respect to the policy logits z has the form
 for a vector u: u = p for the mean (KL), u = p · (tail weight) / a for CVaR and
 u = softmax(log p + μΔ) for ERM. The backward is written in differentiable
 torch ops, so double backprop (the WDPO penalty) runs through it.
+
+The logits need not exist either. Given a `Projection` (final hidden states and
+the LM head's weight) in place of logits, a second Function,
+`_ProjectedTokenStatistics`, projects each chunk's positions itself and projects
+them again in the backward, so neither model's [N, T, V] logits are ever made;
+both Functions run the same per-chunk math (`_chunk_statistics`,
+`_chunk_gradient`) on a chunk's logits.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ WEIGHTINGS = ("probability", "uniform")
 # Floats per [chunk, V] tensor when chunk_size is None: cache-sized on a CPU,
 # large enough on a GPU that kernel launches do not dominate.
 _AUTO_CHUNK_FLOATS = {"cpu": 1 << 20, "accelerator": 1 << 24}
+# The same for a Projection, whose chunks also multiply by the whole head weight [V, H]:
+# larger chunks, so that reading the weight once per chunk does not dominate.
+_AUTO_PROJECTED_CHUNK_FLOATS = {"cpu": 1 << 23, "accelerator": 1 << 26}
 
 # Bits per pass of the radix select that finds the exact CVaR threshold: 11
 # gives 3 passes for float32 with histograms far smaller than a vocabulary.
@@ -72,6 +82,57 @@ class DriftSpec:
             raise ValueError(f"mu={self.mu!r} is out of range: must be > 0")
 
 
+@dataclass(frozen=True)
+class Projection:
+    """Logits not yet computed: hidden [N, T, H] @ weight [V, H].T + bias [V] (or None).
+
+    What an LM head would give, passed where logits [N, T, V] are taken
+    (`sequence_statistics`, `sequence_logps`, an objective's `loss_from_logits`),
+    so that the statistics project `chunk_size` counted positions at a time and
+    the [N, T, V] logits never exist. Gradients reach the hidden states, and the
+    weight and bias where they require grad. Indexing selects rows of the hidden
+    states; multiplying by a number scales the logits.
+    """
+
+    hidden: Tensor
+    weight: Tensor
+    bias: Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((*self.hidden.shape[:-1], self.weight.shape[0]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.hidden.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return any(t is not None and t.requires_grad for t in (self.hidden, self.weight, self.bias))
+
+    def dim(self) -> int:
+        return self.hidden.dim()
+
+    def __getitem__(self, index) -> Projection:
+        return Projection(self.hidden[index], self.weight, self.bias)
+
+    def __mul__(self, scale: float) -> Projection:
+        return Projection(
+            self.hidden * scale, self.weight, None if self.bias is None else self.bias * scale
+        )
+
+    def detach(self) -> Projection:
+        return Projection(
+            self.hidden.detach(),
+            self.weight.detach(),
+            None if self.bias is None else self.bias.detach(),
+        )
+
+    def logits(self) -> Tensor:
+        """The logits [N, T, V] themselves: what this class exists to avoid."""
+        return torch.nn.functional.linear(self.hidden, self.weight, self.bias)
+
+
 class SequenceStatistics(NamedTuple):
     """Per-row sums over the counted positions; every field is [N].
 
@@ -87,8 +148,8 @@ class SequenceStatistics(NamedTuple):
 
 
 def sequence_statistics(
-    policy_logits: Tensor,
-    ref_logits: Tensor | None,
+    policy_logits: Tensor | Projection,
+    ref_logits: Tensor | Projection | None,
     labels: Tensor,
     drift: DriftSpec | None = None,
     *,
@@ -97,10 +158,13 @@ def sequence_statistics(
     """Log-probabilities, sequential KL and drift of N sequences in one pass.
 
     policy_logits, ref_logits: [N, T, V], aligned with labels [N, T] (the
-    caller has shifted them); -100 marks positions that do not count.
-    ref_logits are treated as constants. chunk_size: counted positions
-    processed at once (all rows together); None picks about 2**20 floats per
-    [chunk, V] tensor on a CPU and 2**24 on an accelerator.
+    caller has shifted them); -100 marks positions that do not count. Either
+    may be a Projection (hidden states and an LM head) instead: then each chunk
+    projects its own positions and no [N, T, V] tensor is made (if only one of
+    the two is a Projection, its logits are made). ref_logits are treated as
+    constants. chunk_size: counted positions processed at once (all rows
+    together); None picks about 2**20 floats per [chunk, V] tensor on a CPU and
+    2**24 on an accelerator (2**23 and 2**26 for Projections).
     """
     if policy_logits.dim() != 3 or labels.shape != policy_logits.shape[:2]:
         raise ValueError(
@@ -114,23 +178,47 @@ def sequence_statistics(
         )
     if drift is not None and ref_logits is None:
         raise ValueError("a drift measure needs ref_logits")
+    projected = isinstance(policy_logits, Projection)
+    if ref_logits is not None and isinstance(ref_logits, Projection) != projected:
+        # one model's head could not be used alone (a fallback): compare logits with logits
+        if projected:
+            policy_logits, projected = policy_logits.logits(), False
+        else:
+            ref_logits = ref_logits.logits()
     n, t, v = policy_logits.shape
     if chunk_size is None:
-        budget = _AUTO_CHUNK_FLOATS["cpu" if policy_logits.device.type == "cpu" else "accelerator"]
+        budgets = _AUTO_PROJECTED_CHUNK_FLOATS if projected else _AUTO_CHUNK_FLOATS
+        budget = budgets["cpu" if policy_logits.device.type == "cpu" else "accelerator"]
         chunk_size = max(1, budget // v)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} is out of range: must be >= 1")
     counted = labels.reshape(-1) != IGNORE_INDEX
     positions = counted.nonzero().squeeze(1)
     targets = labels.reshape(-1).index_select(0, positions)
-    policy_tok, ref_tok, kl_tok, drift_tok = _TokenStatistics.apply(
-        policy_logits.reshape(n * t, v),
-        None if ref_logits is None else ref_logits.detach().reshape(n * t, v),
-        positions,
-        targets,
-        drift,
-        chunk_size,
-    )
+    if projected:
+        assert isinstance(policy_logits, Projection)
+        ref = None if ref_logits is None else ref_logits.detach()
+        assert ref is None or isinstance(ref, Projection)
+        policy_tok, ref_tok, kl_tok, drift_tok = _ProjectedTokenStatistics.apply(
+            _counted_hidden(policy_logits, positions),
+            policy_logits.weight,
+            policy_logits.bias,
+            None if ref is None else _counted_hidden(ref, positions),
+            None if ref is None else ref.weight,
+            None if ref is None else ref.bias,
+            targets,
+            drift,
+            chunk_size,
+        )
+    else:
+        policy_tok, ref_tok, kl_tok, drift_tok = _TokenStatistics.apply(
+            policy_logits.reshape(n * t, v),
+            None if ref_logits is None else ref_logits.detach().reshape(n * t, v),
+            positions,
+            targets,
+            drift,
+            chunk_size,
+        )
     rows = torch.div(positions, t, rounding_mode="floor")
 
     def per_row(values: Tensor) -> Tensor:
@@ -145,8 +233,11 @@ def sequence_statistics(
     )
 
 
-def sequence_logps(logits: Tensor, labels: Tensor, *, chunk_size: int | None = None) -> Tensor:
-    """log π(y|x) = Σ_t mask_t · log_softmax(logits_t)[y_t]: logits [N, T, V] → [N]."""
+def sequence_logps(
+    logits: Tensor | Projection, labels: Tensor, *, chunk_size: int | None = None
+) -> Tensor:
+    """log π(y|x) = Σ_t mask_t · log_softmax(logits_t)[y_t]: logits [N, T, V] (or a
+    Projection) → [N]."""
     return sequence_statistics(logits, None, labels, chunk_size=chunk_size).policy_logps
 
 
@@ -202,33 +293,13 @@ class _TokenStatistics(torch.autograd.Function):
         )
         for start in range(0, positions.numel(), chunk_size):
             rows = slice(start, start + chunk_size)
-            index, target = positions[rows], targets[rows, None]
+            index = positions[rows]
             z = policy.index_select(0, index).to(dtype)
-            log_q = torch.log_softmax(z, dim=-1)
-            policy_tok[rows] = log_q.gather(1, target).squeeze(1)
-            if ref is None:
-                continue
-            r = ref.index_select(0, index).to(dtype)
-            log_p = torch.log_softmax(r, dim=-1)
-            p = log_p.exp()
-            delta = _finite(log_p - log_q)
-            ref_tok[rows] = log_p.gather(1, target).squeeze(1)
-            kl_tok[rows] = torch.linalg.vecdot(p, delta)
-            if drift is None or drift.measure == "mean":
-                continue
-            if drift.measure == "erm":
-                drift_tok[rows] = (
-                    torch.logsumexp(torch.add(log_p, delta, alpha=drift.mu), dim=-1) / drift.mu
-                )
-                continue
-            # + 0.0 turns −0.0 into +0.0, keeping the integer keys of the threshold
-            # search in step with float comparison
-            shifted = _finite(r - z).add_(0.0)
-            threshold, fraction = _cvar_threshold(shifted, p, drift, digits)
-            drift_tok[rows] = torch.linalg.vecdot(
-                _tail_weights(shifted, p, threshold, fraction, drift), delta
+            r = None if ref is None else ref.index_select(0, index).to(dtype)
+            _chunk_statistics(
+                z, r, targets[rows, None], drift, digits,
+                (policy_tok, ref_tok, kl_tok, drift_tok, thresholds, fractions), rows,
             )
-            thresholds[rows], fractions[rows] = threshold, fraction
         if drift is not None and drift.measure == "mean":
             drift_tok = kl_tok.clone()
         ctx.save_for_backward(policy, ref, positions, targets, thresholds, fractions)
@@ -263,22 +334,11 @@ class _TokenStatistics(torch.autograd.Function):
             rows = slice(start, start + ctx.chunk_size)
             index = positions[rows]
             z = (selected[number] if recorded else policy.index_select(0, index)).to(dtype)
-            q = torch.softmax(z, dim=-1)
-            # d log q(y)/dz = onehot(y) − q and dρ/dz = q·Σu − u (module docstring):
-            # the chunk's gradient is q·(g_ρ·Σu − g_y) − g_ρ·u + g_y·onehot(y).
-            coefficient = torch.zeros_like(q[:, :1])
-            if grad_policy_tok is not None:
-                coefficient = coefficient - grad_policy_tok[rows, None]
-            u = None
-            if grad_drift_tok is not None:
-                r = ref.index_select(0, index).to(dtype)
-                u = _drift_direction(z, r, thresholds[rows], fractions[rows], drift)
-                coefficient = coefficient + grad_drift_tok[rows, None] * u.sum(-1, keepdim=True)
-            chunk = q * coefficient
-            if u is not None:
-                chunk.addcmul_(grad_drift_tok[rows, None], u, value=-1.0)
-            if grad_policy_tok is not None:
-                chunk.scatter_add_(1, targets[rows, None], grad_policy_tok[rows, None])
+            r = None if grad_drift_tok is None else ref.index_select(0, index).to(dtype)
+            chunk = _chunk_gradient(
+                z, r, targets[rows, None], grad_policy_tok, grad_drift_tok,
+                thresholds, fractions, drift, rows,
+            )
             if recorded:
                 pieces.append(chunk)
             else:
@@ -286,6 +346,211 @@ class _TokenStatistics(torch.autograd.Function):
         if recorded:
             grad.index_copy_(0, positions, torch.cat(pieces).to(grad.dtype))
         return grad, None, None, None, None, None
+
+
+class _ProjectedTokenStatistics(torch.autograd.Function):
+    """What _TokenStatistics computes, from counted hidden states [P, H] and an LM head
+    (weight [V, H], bias [V] or None) per model instead of logits: each chunk projects its
+    positions, and the backward projects them again rather than keeping any [P, V] tensor.
+
+    Differentiable with respect to the policy's hidden states, weight and bias; the
+    reference's are constants. The projection runs in the autocast dtype where autocast
+    is on (as the model's own head would) and in the weight's dtype otherwise; the
+    statistics in at least float32. The backward is not itself differentiable (an
+    objective that needs double backprop, WDPO, passes logits).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        ref_hidden: Tensor | None,
+        ref_weight: Tensor | None,
+        ref_bias: Tensor | None,
+        targets: Tensor,
+        drift: DriftSpec | None,
+        chunk_size: int,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        compute = _projection_dtype(hidden, weight)
+        dtype = torch.promote_types(compute, torch.float32)
+        head = _cast_head(weight, bias, compute)
+        ref_head = None if ref_weight is None else _cast_head(ref_weight, ref_bias, compute)
+        count = hidden.shape[0]
+        outputs = tuple(hidden.new_zeros(count, dtype=dtype) for _ in range(6))
+        cvar = drift is not None and drift.measure == "cvar"
+        digits = hidden.new_empty(
+            (min(chunk_size, count) if cvar else 0, weight.shape[0]), dtype=torch.int64
+        )
+        for start in range(0, count, chunk_size):
+            rows = slice(start, start + chunk_size)
+            z = _project(hidden[rows], head, compute, dtype)
+            r = None if ref_head is None else _project(ref_hidden[rows], ref_head, compute, dtype)
+            _chunk_statistics(z, r, targets[rows, None], drift, digits, outputs, rows)
+        policy_tok, ref_tok, kl_tok, drift_tok, thresholds, fractions = outputs
+        if drift is not None and drift.measure == "mean":
+            drift_tok = kl_tok.clone()
+        ctx.save_for_backward(
+            hidden, weight, bias, ref_hidden, ref_weight, ref_bias, targets, thresholds, fractions
+        )
+        ctx.drift, ctx.chunk_size, ctx.compute = drift, chunk_size, compute
+        ctx.mark_non_differentiable(ref_tok, kl_tok, *([drift_tok] if drift is None else []))
+        ctx.set_materialize_grads(False)
+        return policy_tok, ref_tok, kl_tok, drift_tok
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        grad_policy_tok: Tensor | None,
+        _grad_ref_tok: Tensor | None,
+        _grad_kl_tok: Tensor | None,
+        grad_drift_tok: Tensor | None,
+    ) -> tuple[Tensor | None, ...]:
+        (hidden, weight, bias, ref_hidden, ref_weight, ref_bias,
+         targets, thresholds, fractions) = ctx.saved_tensors
+        drift: DriftSpec | None = ctx.drift
+        if drift is None:
+            grad_drift_tok = None
+        nothing = (None,) * 9
+        if grad_policy_tok is None and grad_drift_tok is None:
+            return nothing
+        compute: torch.dtype = ctx.compute
+        dtype = torch.promote_types(compute, torch.float32)
+        head = _cast_head(weight, bias, compute)
+        ref_head = None
+        if grad_drift_tok is not None:
+            ref_head = _cast_head(ref_weight, ref_bias, compute)
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.zeros_like(hidden) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight) if needs_weight else None
+        grad_bias = torch.zeros_like(bias) if needs_bias else None
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            rows = slice(start, start + ctx.chunk_size)
+            h = hidden[rows].to(compute)
+            z = _project(h, head, compute, dtype)
+            r = None if ref_head is None else _project(ref_hidden[rows], ref_head, compute, dtype)
+            chunk = _chunk_gradient(
+                z, r, targets[rows, None], grad_policy_tok, grad_drift_tok,
+                thresholds, fractions, drift, rows,
+            ).to(compute)
+            # z = h @ W.T + b: dh = g @ W, dW = g.T @ h, db = Σ g
+            if grad_hidden is not None:
+                grad_hidden[rows] = chunk @ head[0]
+            if grad_weight is not None:
+                if grad_weight.dtype == compute:
+                    grad_weight.addmm_(chunk.T, h)
+                else:
+                    grad_weight += chunk.T @ h
+            if grad_bias is not None:
+                grad_bias += chunk.sum(0)
+        return (grad_hidden, grad_weight, grad_bias, *nothing[3:])
+
+
+def _counted_hidden(projection: Projection, positions: Tensor) -> Tensor:
+    """The hidden states [P, H] at the flat counted positions of a Projection [N, T, ·]."""
+    hidden = projection.hidden
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+
+
+def _projection_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype an LM head's matmul runs in: autocast's where it is on, as in the model."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+def _cast_head(
+    weight: Tensor, bias: Tensor | None, dtype: torch.dtype
+) -> tuple[Tensor, Tensor | None]:
+    """The head in the projection's dtype: cast once per pass, not once per chunk."""
+    return weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
+def _project(
+    hidden: Tensor, head: tuple[Tensor, Tensor | None], compute: torch.dtype, dtype: torch.dtype
+) -> Tensor:
+    """A chunk's logits [C, V]: hidden [C, H] through the head in `compute`, then in `dtype`."""
+    weight, bias = head
+    return torch.nn.functional.linear(hidden.to(compute), weight, bias).to(dtype)
+
+
+def _chunk_statistics(
+    z: Tensor,
+    r: Tensor | None,
+    target: Tensor,
+    drift: DriftSpec | None,
+    digits: Tensor,
+    outputs: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor],
+    rows: slice,
+) -> None:
+    """One chunk's statistics, from its policy logits z [C, V] and reference logits r [C, V]
+    (None without a reference), in the compute dtype; target [C, 1].
+
+    Writes rows `rows` of outputs = (log q(y), log p(y), KL, ρ[Δ], CVaR threshold, CVaR
+    fraction), each [P]; without a reference only the first, and the mean's ρ is left to
+    the caller (it is the KL). Both Functions call this: what they differ in is only where
+    a chunk's logits come from.
+    """
+    policy_tok, ref_tok, kl_tok, drift_tok, thresholds, fractions = outputs
+    log_q = torch.log_softmax(z, dim=-1)
+    policy_tok[rows] = log_q.gather(1, target).squeeze(1)
+    if r is None:
+        return
+    log_p = torch.log_softmax(r, dim=-1)
+    p = log_p.exp()
+    delta = _finite(log_p - log_q)
+    ref_tok[rows] = log_p.gather(1, target).squeeze(1)
+    kl_tok[rows] = torch.linalg.vecdot(p, delta)
+    if drift is None or drift.measure == "mean":
+        return
+    if drift.measure == "erm":
+        tilted = torch.add(log_p, delta, alpha=drift.mu)
+        drift_tok[rows] = torch.logsumexp(tilted, dim=-1) / drift.mu
+        return
+    # + 0.0 turns −0.0 into +0.0, keeping the integer keys of the threshold
+    # search in step with float comparison
+    shifted = _finite(r - z).add_(0.0)
+    threshold, fraction = _cvar_threshold(shifted, p, drift, digits)
+    drift_tok[rows] = torch.linalg.vecdot(
+        _tail_weights(shifted, p, threshold, fraction, drift), delta
+    )
+    thresholds[rows], fractions[rows] = threshold, fraction
+
+
+def _chunk_gradient(
+    z: Tensor,
+    r: Tensor | None,
+    target: Tensor,
+    grad_policy_tok: Tensor | None,
+    grad_drift_tok: Tensor | None,
+    thresholds: Tensor,
+    fractions: Tensor,
+    drift: DriftSpec | None,
+    rows: slice,
+) -> Tensor:
+    """The gradient [C, V] of a chunk's policy logits z, from the incoming gradients of
+    log q(y) and ρ[Δ] (each [P] or None; rows `rows` are the chunk's). r: the reference
+    logits, needed only with a drift gradient. Differentiable (WDPO's double backprop)."""
+    q = torch.softmax(z, dim=-1)
+    # d log q(y)/dz = onehot(y) − q and dρ/dz = q·Σu − u (module docstring):
+    # the chunk's gradient is q·(g_ρ·Σu − g_y) − g_ρ·u + g_y·onehot(y).
+    coefficient = torch.zeros_like(q[:, :1])
+    if grad_policy_tok is not None:
+        coefficient = coefficient - grad_policy_tok[rows, None]
+    u = None
+    if grad_drift_tok is not None:
+        assert r is not None
+        u = _drift_direction(z, r, thresholds[rows], fractions[rows], drift)
+        coefficient = coefficient + grad_drift_tok[rows, None] * u.sum(-1, keepdim=True)
+    chunk = q * coefficient
+    if u is not None:
+        chunk.addcmul_(grad_drift_tok[rows, None], u, value=-1.0)
+    if grad_policy_tok is not None:
+        chunk.scatter_add_(1, target, grad_policy_tok[rows, None])
+    return chunk
 
 
 def _drift_direction(
