@@ -118,14 +118,16 @@ def compute_sequence_logps(
     """[pairs, 2] log π_ref(chosen), log π_ref(rejected) of chosen-first pair batches, in order."""
     from tqdm.auto import tqdm
 
-    from riskalign.models.response_logits import response_layout, response_logits
+    from riskalign.models.response_logits import response_layout, response_projection
     from riskalign.objectives.functional import sequence_logps
 
     rows = []
     for batch in tqdm(batches, total=total, desc=description, leave=False):
         batch = {key: value.to(device) for key, value in batch.items()}
         positions, labels = response_layout(batch["labels"])
-        logps = sequence_logps(response_logits(reference, batch, positions), labels)
+        # hidden states and the head (logits where the head is more than a linear map):
+        # the log-probabilities project a chunk of positions at a time
+        logps = sequence_logps(response_projection(reference, batch, positions), labels)
         chosen, rejected = logps.chunk(2)
         rows.append(torch.stack([chosen, rejected], dim=1).cpu())
     return torch.cat(rows) if rows else torch.empty(0, 2)

@@ -6,14 +6,36 @@ LM head's work and memory, and slicing [:, :-1] off full logits forces a copy of
 largest tensor of the step. Instead each row's counted positions are gathered, left-
 aligned, into [N, R] (R = the longest response) and passed to the model as
 `logits_to_keep`, so the head runs on those hidden states alone.
+
+`response_projection` goes one step further: it keeps those hidden states and the
+head's weight (an objectives `Projection`), so the token statistics project a chunk
+of positions at a time and no [N, R, V] logits exist at all.
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
+
 import torch
 
 from riskalign.evaluation.sampling import position_ids
-from riskalign.objectives.tokens import IGNORE_INDEX
+from riskalign.objectives.tokens import IGNORE_INDEX, Projection
+
+log = logging.getLogger(__name__)
+
+# Config entries of models whose logits are more than hidden @ W.T + b, with the value that
+# makes them a no-op: final softcapping (gemma2/3), a logit scale (cohere), a divisor
+# (granite), a multiplier (falcon-h1). Such models keep the logits path; so does any other
+# whose output differs from our own projection (checked on one position every call).
+LOGIT_TRANSFORMS = {
+    "final_logit_softcapping": None,
+    "logit_scale": 1.0,
+    "logits_scaling": 1.0,
+    "lm_head_multiplier": 1.0,
+}
+# Heads found to be followed by more than a matmul: not tried again.
+_NOT_PLAIN: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
 
 def response_layout(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,20 +73,126 @@ def response_logits(
     ).logits
 
 
+def response_projection(
+    model,
+    batch: dict[str, torch.Tensor],
+    positions: torch.Tensor,
+) -> Projection | torch.Tensor:
+    """The final hidden states [N, R, H] at `positions` with the model's LM head, as a
+    Projection; or the logits [N, R, V] as `response_logits` gives them, where the head
+    cannot be used on its own (see `plain_head`).
+
+    The model runs as it always does (any wrapper: a peft LoRA model, the adapter-disabled
+    reference), with a pre-hook on its head that keeps the hidden states the head is given
+    and hands it one position instead. The logits the model makes of that one position are
+    compared with our own projection of it: a model that transforms its logits after the
+    head is caught there and falls back (a second forward, once per head).
+    """
+    head = plain_head(model)
+    if head is None:
+        return response_logits(model, batch, positions)
+    seen: list[torch.Tensor | None] = []
+
+    def one_position(_module, args):
+        if args and not seen:
+            seen.append(args[0])
+            return (args[0][:1, :1], *args[1:])
+        seen.append(None)  # called again, or by keyword: not the plain head we expect
+        return None
+
+    handle = head.register_forward_pre_hook(one_position)
+    try:
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=position_ids(batch["attention_mask"]),
+            logits_to_keep=positions,
+            use_cache=False,
+        ).logits
+    finally:
+        handle.remove()
+    hidden = seen[0] if len(seen) == 1 else None
+    if hidden is not None:
+        projection = Projection(hidden, head.weight, head.bias)
+        with torch.no_grad():
+            ours = projection[:1, :1].logits().to(logits.dtype)
+        if logits.shape == ours.shape and torch.allclose(logits, ours, rtol=1e-5, atol=1e-6):
+            return projection
+    log.warning("The LM head of %s is not used as a plain linear map: its token statistics "
+                "go through full logits", type(model).__name__)
+    _NOT_PLAIN.add(head)
+    return response_logits(model, batch, positions)
+
+
+def plain_head(model) -> torch.nn.Linear | None:
+    """The model's LM head if its logits are hidden @ W.T + b and its weight is whole on
+    this process; None otherwise (the caller computes logits the usual way).
+
+    None for: heads that are not exactly nn.Linear (LoRA on the head, quantized layers);
+    sharded weights, which the wrapper gathers only inside its own forward (FSDP,
+    DeepSpeed ZeRO-3, DTensor); models that transform their logits (LOGIT_TRANSFORMS);
+    references that are not modules (a lazily loaded one).
+    """
+    from riskalign.models.lora import AdapterDisabledReference
+
+    module = model.policy if isinstance(model, AdapterDisabledReference) else model
+    if not isinstance(module, torch.nn.Module):
+        return None
+    get_head = getattr(module, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if type(head) is not torch.nn.Linear or head in _NOT_PLAIN or _sharded(module, head):
+        return None
+    config = getattr(module, "config", None)
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    for name, neutral in LOGIT_TRANSFORMS.items():
+        if getattr(config, name, neutral) != neutral:
+            return None
+    return head
+
+
+def _sharded(module: torch.nn.Module, head: torch.nn.Linear) -> bool:
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if any(isinstance(child, FullyShardedDataParallel) for child in module.modules()):
+        return True
+    weight = head.weight
+    if hasattr(weight, "ds_id"):  # DeepSpeed ZeRO-3 partitions parameters
+        return True
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(weight, DTensor)
+
+
 # Floats per chunk of the entropy pass: small enough to stay in cache-sized pieces.
 ENTROPY_CHUNK_FLOATS = 1 << 22
 
 
 @torch.no_grad()
-def response_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def response_entropy(logits: torch.Tensor | Projection, labels: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of the model's next-token distribution over counted response
-    positions: logits [N, R, V] and labels [N, R] from response_layout. A few rows at a
-    time, so the pass adds O(chunk · V) memory, not another [N, R, V] tensor."""
+    positions: logits [N, R, V] (or a Projection) and labels [N, R] from response_layout.
+    A few rows (of a Projection: counted positions) at a time, so the pass adds
+    O(chunk · V) memory, not another [N, R, V] tensor."""
     counted = labels != IGNORE_INDEX
-    rows = max(1, ENTROPY_CHUNK_FLOATS // max(1, logits.shape[1] * logits.shape[2]))
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    if isinstance(logits, Projection):
+        hidden = logits.hidden[counted]  # [P, H]
+        rows = max(1, ENTROPY_CHUNK_FLOATS // logits.shape[-1])
+        chunks = (Projection(hidden[start:start + rows], logits.weight, logits.bias).logits()
+                  for start in range(0, hidden.shape[0], rows))
+        for chunk in chunks:
+            total += _entropy(chunk).sum()
+        return total / counted.sum().clamp(min=1)
+    rows = max(1, ENTROPY_CHUNK_FLOATS // max(1, logits.shape[1] * logits.shape[2]))
     for start in range(0, logits.shape[0], rows):
-        logp = torch.log_softmax(logits[start:start + rows].float(), dim=-1)
-        entropy = -(logp.exp() * logp).sum(-1)
+        entropy = _entropy(logits[start:start + rows])
         total += (entropy * counted[start:start + rows]).sum()
     return total / counted.sum().clamp(min=1)
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)

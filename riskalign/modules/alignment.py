@@ -10,7 +10,12 @@ from lightning import LightningModule
 from transformers import PreTrainedModel
 
 from riskalign.models.loading import freeze
-from riskalign.models.response_logits import response_entropy, response_layout, response_logits
+from riskalign.models.response_logits import (
+    response_entropy,
+    response_layout,
+    response_logits,
+    response_projection,
+)
 from riskalign.modules.common import (
     FrozenReference,
     full_state_dict,
@@ -33,7 +38,14 @@ class AlignmentModule(FrozenReference, LightningModule):
     objectives that never look at it (SimPO, SFT), and when batches carry the
     reference's cached sequence log-probabilities (`reference_logps`, see
     riskalign.reference_cache); with LoRA it is the policy's adapter-disabled view.
+
+    `head_in_chunks` (default True): the objective gets each model's final hidden states
+    and LM head rather than its logits, and projects a chunk of positions at a time, so
+    no [2B, R, V] logits are made (riskalign.models.response_logits.response_projection,
+    which falls back to logits where a head is more than a linear map or is sharded).
     """
+
+    head_in_chunks: bool = True
 
     def __init__(
         self,
@@ -63,7 +75,8 @@ class AlignmentModule(FrozenReference, LightningModule):
     def loss_and_metrics(
         self, batch: dict[str, torch.Tensor], response_statistics: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One forward of each model, its logits at response positions only.
+        """One forward of each model, its logits (or hidden states, see head_in_chunks) at
+        response positions only.
 
         `response_statistics` adds the policy's mean entropy on response tokens and the
         batch's token counts (what a researcher checks for collapse and throughput)."""
@@ -75,14 +88,21 @@ class AlignmentModule(FrozenReference, LightningModule):
                 # frozen embeddings (LoRA): the penalty still differentiates the losses
                 # with respect to them; the weights themselves stay frozen
                 embeds.requires_grad_(True)
-        policy_logits = response_logits(self.policy, batch, positions, embeds)
+        # WDPO's penalty (input embeddings) differentiates a gradient: the chunked
+        # projection's backward is not itself differentiable, so that keeps the logits path
+        chunked = self.head_in_chunks and embeds is None
+        if chunked:
+            policy_logits = response_projection(self.policy, batch, positions)
+        else:
+            policy_logits = response_logits(self.policy, batch, positions, embeds)
         ref_logits, ref_logps = None, batch.get("reference_logps")
         if self.objective.requires_reference and ref_logps is None:
             if self.reference is None:
                 raise RuntimeError(f"objective {self.objective.name!r} needs the reference, "
                                    "but there is neither a reference model nor cached log-probs")
             with torch.no_grad():
-                ref_logits = response_logits(self.reference, batch, positions)
+                ref_logits = (response_projection if chunked else response_logits)(
+                    self.reference, batch, positions)
         extra = {"inputs_embeds": embeds} if embeds is not None else {}
         loss, metrics = self.objective.loss_from_logits(
             policy_logits, ref_logits, labels, ref_logps=ref_logps, **extra
