@@ -43,9 +43,9 @@ WEIGHTINGS = ("probability", "uniform")
 # Floats per [chunk, V] tensor when chunk_size is None: cache-sized on a CPU,
 # large enough on a GPU that kernel launches do not dominate.
 _AUTO_CHUNK_FLOATS = {"cpu": 1 << 20, "accelerator": 1 << 24}
-# The same for a Projection, whose chunks also multiply by the whole head weight [V, H]:
-# larger chunks, so that reading the weight once per chunk does not dominate.
-_AUTO_PROJECTED_CHUNK_FLOATS = {"cpu": 1 << 23, "accelerator": 1 << 26}
+# Floats per [block, V] tensor of a Projection: each block of positions is projected at
+# once (reading the head's whole weight), then its statistics run chunk by chunk.
+_PROJECTED_BLOCK_FLOATS = {"cpu": 1 << 24, "accelerator": 1 << 26}
 
 # Bits per pass of the radix select that finds the exact CVaR threshold: 11
 # gives 3 passes for float32 with histograms far smaller than a vocabulary.
@@ -164,7 +164,8 @@ def sequence_statistics(
     the two is a Projection, its logits are made). ref_logits are treated as
     constants. chunk_size: counted positions processed at once (all rows
     together); None picks about 2**20 floats per [chunk, V] tensor on a CPU and
-    2**24 on an accelerator (2**23 and 2**26 for Projections).
+    2**24 on an accelerator. A Projection is projected in blocks of about 2**24
+    (CPU) or 2**26 floats, whole chunks each, for an efficient matmul.
     """
     if policy_logits.dim() != 3 or labels.shape != policy_logits.shape[:2]:
         raise ValueError(
@@ -186,10 +187,9 @@ def sequence_statistics(
         else:
             ref_logits = ref_logits.logits()
     n, t, v = policy_logits.shape
+    device = "cpu" if policy_logits.device.type == "cpu" else "accelerator"
     if chunk_size is None:
-        budgets = _AUTO_PROJECTED_CHUNK_FLOATS if projected else _AUTO_CHUNK_FLOATS
-        budget = budgets["cpu" if policy_logits.device.type == "cpu" else "accelerator"]
-        chunk_size = max(1, budget // v)
+        chunk_size = max(1, _AUTO_CHUNK_FLOATS[device] // v)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} is out of range: must be >= 1")
     counted = labels.reshape(-1) != IGNORE_INDEX
@@ -209,6 +209,7 @@ def sequence_statistics(
             targets,
             drift,
             chunk_size,
+            max(1, _PROJECTED_BLOCK_FLOATS[device] // (v * chunk_size)) * chunk_size,
         )
     else:
         policy_tok, ref_tok, kl_tok, drift_tok = _TokenStatistics.apply(
@@ -350,8 +351,10 @@ class _TokenStatistics(torch.autograd.Function):
 
 class _ProjectedTokenStatistics(torch.autograd.Function):
     """What _TokenStatistics computes, from counted hidden states [P, H] and an LM head
-    (weight [V, H], bias [V] or None) per model instead of logits: each chunk projects its
-    positions, and the backward projects them again rather than keeping any [P, V] tensor.
+    (weight [V, H], bias [V] or None) per model instead of logits: each block of
+    `block_size` positions (a multiple of chunk_size) is projected at once, its statistics
+    run `chunk_size` positions at a time, and the backward projects the block again rather
+    than keeping any [P, V] tensor.
 
     Differentiable with respect to the policy's hidden states, weight and bias; the
     reference's are constants. The projection runs in the autocast dtype where autocast
@@ -372,6 +375,7 @@ class _ProjectedTokenStatistics(torch.autograd.Function):
         targets: Tensor,
         drift: DriftSpec | None,
         chunk_size: int,
+        block_size: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         compute = _projection_dtype(hidden, weight)
         dtype = torch.promote_types(compute, torch.float32)
@@ -383,18 +387,27 @@ class _ProjectedTokenStatistics(torch.autograd.Function):
         digits = hidden.new_empty(
             (min(chunk_size, count) if cvar else 0, weight.shape[0]), dtype=torch.int64
         )
-        for start in range(0, count, chunk_size):
-            rows = slice(start, start + chunk_size)
-            z = _project(hidden[rows], head, compute, dtype)
-            r = None if ref_head is None else _project(ref_hidden[rows], ref_head, compute, dtype)
-            _chunk_statistics(z, r, targets[rows, None], drift, digits, outputs, rows)
+        for block in range(0, count, block_size):
+            span = slice(block, block + block_size)
+            z_block = _project(hidden[span], head, compute, dtype)
+            r_block = None
+            if ref_head is not None:
+                r_block = _project(ref_hidden[span], ref_head, compute, dtype)
+            for start in range(0, z_block.shape[0], chunk_size):
+                local, rows = _rows(start, chunk_size), _rows(block + start, chunk_size)
+                r = None if r_block is None else r_block[local]
+                _chunk_statistics(
+                    z_block[local], r, targets[rows, None], drift, digits, outputs, rows
+                )
         policy_tok, ref_tok, kl_tok, drift_tok, thresholds, fractions = outputs
         if drift is not None and drift.measure == "mean":
             drift_tok = kl_tok.clone()
         ctx.save_for_backward(
             hidden, weight, bias, ref_hidden, ref_weight, ref_bias, targets, thresholds, fractions
         )
-        ctx.drift, ctx.chunk_size, ctx.compute = drift, chunk_size, compute
+        ctx.drift, ctx.chunk_size, ctx.block_size, ctx.compute = (
+            drift, chunk_size, block_size, compute
+        )
         ctx.mark_non_differentiable(ref_tok, kl_tok, *([drift_tok] if drift is None else []))
         ctx.set_materialize_grads(False)
         return policy_tok, ref_tok, kl_tok, drift_tok
@@ -413,7 +426,7 @@ class _ProjectedTokenStatistics(torch.autograd.Function):
         drift: DriftSpec | None = ctx.drift
         if drift is None:
             grad_drift_tok = None
-        nothing = (None,) * 9
+        nothing = (None,) * 10
         if grad_policy_tok is None and grad_drift_tok is None:
             return nothing
         compute: torch.dtype = ctx.compute
@@ -423,29 +436,39 @@ class _ProjectedTokenStatistics(torch.autograd.Function):
         if grad_drift_tok is not None:
             ref_head = _cast_head(ref_weight, ref_bias, compute)
         needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        grad_hidden = torch.zeros_like(hidden) if needs_hidden else None
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None  # every block writes
         grad_weight = torch.zeros_like(weight) if needs_weight else None
         grad_bias = torch.zeros_like(bias) if needs_bias else None
-        for start in range(0, hidden.shape[0], ctx.chunk_size):
-            rows = slice(start, start + ctx.chunk_size)
+        for block in range(0, hidden.shape[0], ctx.block_size):
+            rows = slice(block, block + ctx.block_size)
             h = hidden[rows].to(compute)
-            z = _project(h, head, compute, dtype)
-            r = None if ref_head is None else _project(ref_hidden[rows], ref_head, compute, dtype)
-            chunk = _chunk_gradient(
-                z, r, targets[rows, None], grad_policy_tok, grad_drift_tok,
-                thresholds, fractions, drift, rows,
-            ).to(compute)
+            z_block = _project(h, head, compute, dtype)
+            r_block = None
+            if ref_head is not None:
+                r_block = _project(ref_hidden[rows], ref_head, compute, dtype)
+            g = torch.empty_like(z_block, dtype=compute)
+            for start in range(0, z_block.shape[0], ctx.chunk_size):
+                local, chunk = _rows(start, ctx.chunk_size), _rows(block + start, ctx.chunk_size)
+                r = None if r_block is None else r_block[local]
+                g[local] = _chunk_gradient(
+                    z_block[local], r, targets[chunk, None], grad_policy_tok, grad_drift_tok,
+                    thresholds, fractions, drift, chunk,
+                )
             # z = h @ W.T + b: dh = g @ W, dW = g.T @ h, db = Σ g
             if grad_hidden is not None:
-                grad_hidden[rows] = chunk @ head[0]
+                grad_hidden[rows] = g @ head[0]
             if grad_weight is not None:
                 if grad_weight.dtype == compute:
-                    grad_weight.addmm_(chunk.T, h)
+                    grad_weight.addmm_(g.T, h)
                 else:
-                    grad_weight += chunk.T @ h
+                    grad_weight += g.T @ h
             if grad_bias is not None:
-                grad_bias += chunk.sum(0)
+                grad_bias += g.sum(0)
         return (grad_hidden, grad_weight, grad_bias, *nothing[3:])
+
+
+def _rows(start: int, size: int) -> slice:
+    return slice(start, start + size)
 
 
 def _counted_hidden(projection: Projection, positions: Tensor) -> Tensor:
