@@ -115,6 +115,7 @@ def test_small_dataset_runs_with_the_default_eval_sizes_capped_in_one_warning(
     train.to_json(str(path))
     result = run_train("debug=smoke", "data=local", f"data.path={path}", "trainer.max_steps=2",
                        f"model.name_or_path={world.model_dir}", "checkpoint.every_n_steps=null",
+                       "data.max_length=64", "data.max_prompt_length=16",  # 64 positions
                        env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in (result.stdout + result.stderr).splitlines()

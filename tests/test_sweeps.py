@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 
+from datasets import load_from_disk
 from matplotlib.image import imread
 
 from riskalign.frontier import pareto_front
@@ -58,15 +59,23 @@ def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smok
     assert [point["step"] for point in summary["curve"]] == [0, 2, 4]
 
 
-def test_a_failing_job_is_recorded_and_the_others_complete(smoke_env, tmp_path):
-    result = run_train("-m", "debug=smoke", "data.max_length=48,8", env=smoke_env)
+def test_a_failing_job_is_recorded_and_the_others_complete(smoke_world, smoke_env, tmp_path):
+    # a bad value is refused before the sweep starts (tests/test_faults.py); a job can
+    # still fail while it runs: here job 1's data file turns out broken when it loads
+    _, world = smoke_world
+    good, broken = tmp_path / "good.jsonl", tmp_path / "broken.jsonl"
+    load_from_disk(str(world.dataset_dir))["train"].to_json(str(good))
+    broken.write_text(good.read_text().splitlines()[0][:20] + "\n")
+    result = run_train("-m", "debug=smoke", "data=local", f"data.path={good},{broken}",
+                       f"model.name_or_path={world.model_dir}", "data.max_length=64",
+                       "data.max_prompt_length=16", env=smoke_env)
     assert result.returncode != 0, "a sweep with a failed job must not report success"
     sweep = _sweep_dir(tmp_path / "outputs")
     assert (sweep / "0" / "summary.json").is_file(), "the valid job did not complete"
     failures = json.loads((sweep / "failures.json").read_text())
     assert [failure["job"] for failure in failures] == [1]
-    assert "data.max_length=8" in failures[0]["error"]
-    assert "data.max_length=8" in (sweep / "1" / "error.txt").read_text()
+    assert "line 1 is not valid JSON" in failures[0]["error"]
+    assert "line 1 is not valid JSON" in (sweep / "1" / "error.txt").read_text()
 
 
 def test_pareto_front_keeps_points_no_other_beats():
