@@ -281,3 +281,23 @@ def test_hidden_path_peak_memory_is_clearly_lower(monkeypatch):
     one_model_logits = 8 * 300 * vocab * 4 / 1024
     assert logits > 2 * one_model_logits, f"the logits path peaked at only {logits} KiB"
     assert hidden < 0.3 * logits, f"hidden path {hidden} KiB vs logits path {logits} KiB"
+
+
+def test_hidden_path_under_bf16_autocast_projects_in_bf16():
+    """Under autocast (trainer.precision=bf16-mixed) the chunks project in bf16 as the model's
+    own head does, forward and backward; the fp32 parameters get fp32 gradients."""
+    policy = _llama(False)
+    module = AlignmentModule(policy, _reference(policy), objectives.build("radpo"), OPTIM)
+    batch = _batch()
+    results = []
+    for chunked in (True, False):
+        module.head_in_chunks = chunked
+        policy.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = module.loss_and_metrics(batch)
+        loss.backward()
+        results.append((loss.detach(), policy.lm_head.weight.grad.clone()))
+    (loss, grad), (loss_full, grad_full) = results
+    assert grad.dtype == torch.float32
+    torch.testing.assert_close(loss, loss_full, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(grad, grad_full, rtol=5e-2, atol=5e-3)
