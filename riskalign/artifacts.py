@@ -115,6 +115,8 @@ def fsync_file(path: Path) -> None:
 
 
 STAGING_GRACE_SECONDS = 10.0
+# A marker from before SHA-256 records: a model directory with one is read with a warning.
+NO_HASHES = "records no SHA-256 (written by an older riskalign)"
 FILES = "_files"  # the marker's record of every file: {name: {"bytes": n, "sha256": hex}}
 
 # (directory, marker) -> the files' (name, size, mtime) when their hashes last matched in
@@ -143,8 +145,7 @@ def artifact_problem(directory: Path, marker: str, hashes: bool = True) -> str |
     if not isinstance(recorded, dict) or not all(
             isinstance(entry, dict) and {"bytes", "sha256"} <= set(entry)
             for entry in recorded.values()):
-        # check_policy matches this text: such a model is read, with a warning
-        return f"its {marker} records no SHA-256 (written by an older riskalign)"
+        return f"its {marker} {NO_HASHES}"
     signature = []
     for name, entry in sorted(recorded.items()):
         path = directory / name
@@ -273,7 +274,7 @@ def check_policy(path: str | Path, key: str) -> None:
     for marker in sorted(MARKER_NAMES):
         if (directory / marker).is_file():
             problem = artifact_problem(directory, marker)
-            if problem is not None and "records no SHA-256" in problem:
+            if problem is not None and problem.endswith(NO_HASHES):
                 log.warning("%s=%s is not verified: %s", key, path, problem)
                 return
             if problem is not None:
