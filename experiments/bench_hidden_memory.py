@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--objectives", default="dpo,radpo")
     parser.add_argument("--note", default="", help="recorded with the results (e.g. the load)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
 
     import torch
@@ -133,14 +134,14 @@ def main() -> None:
         print(f"{name}: hidden/logits peak {summary[name]['peak_ratio_hidden_over_logits']}, "
               f"time {summary[name]['time_ratio_hidden_over_logits']}")
     one_model_logits = (2 * args.pairs * args.response * args.vocab * 4) / 2**20
-    RESULTS.write_text(json.dumps({
+    args.out.write_text(json.dumps({
         "setup": {**vars(args), "dtype": "float32", "device": "cpu",
                   "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                   "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                   "machine": platform.machine(),
                   "one_model_response_logits_mib": round(one_model_logits, 1)},
-        "rows": rows, "summary": summary}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+        "rows": rows, "summary": summary}, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

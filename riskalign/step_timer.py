@@ -26,10 +26,12 @@ class StepTimer(Callback):
             self._started = None
 
     def summary(self, warmup: int = 1) -> dict[str, float | int | None]:
-        """Median and mean step time after `warmup` steps (the first pays one-off costs)."""
+        """Median and mean step time after `warmup` steps (the first pays one-off costs), and
+        every step's seconds."""
         steady = self.seconds[warmup:] or self.seconds
         return {
             "steps_timed": len(steady),
             "step_seconds_median": round(statistics.median(steady), 4) if steady else None,
             "step_seconds_mean": round(statistics.fmean(steady), 4) if steady else None,
+            "step_seconds": [round(seconds, 4) for seconds in self.seconds],  # every step
         }
