@@ -43,6 +43,7 @@ RUN_FIELDS: dict[str, Any] = {
     "model.dtype": Choice(DTYPES),
     "model.attn_implementation": Choice(ATTENTION),
     "model.gradient_checkpointing": boolean,
+    "model.compile": boolean,
     "trainer.accelerator": Choice(ACCELERATORS),
     "trainer.precision": lambda key, value: Choice(PRECISIONS)(key, str(value)),  # 32 or "32"
     "trainer.max_steps": POSITIVE,  # runs count steps: curves, schedules, checkpoints
@@ -192,6 +193,13 @@ def check_config(cfg: DictConfig) -> None:
         f"data.max_prompt_length={data.max_prompt_length}",
     )
     _check_world(cfg)
+    penalty = OmegaConf.select(cfg, "objective.penalty.name", default=None)
+    _require(
+        not (cfg.model.get("compile", False) and penalty),
+        f"model.compile=true with objective.penalty.name={penalty}: the Wasserstein penalty "
+        "differentiates a gradient, which compiled graphs do not support; use "
+        "model.compile=false",
+    )
 
 
 def _check_world(cfg: DictConfig) -> None:

@@ -1,9 +1,11 @@
 """The measured trainers. Each runs in a child process of bench.py and returns its figures.
 
 Both sides train the same pairs, in order (no shuffling), with batch `batch_size`, AdamW at a
-constant learning rate, gradient clipping at `max_grad_norm`, fp32 on the CPU (or the
-device's bf16 on a GPU). Step times come from callbacks around each optimizer step; the
-first `warmup_steps` are dropped; reported throughput uses the median step.
+constant learning rate, gradient clipping at `max_grad_norm`. riskalign runs fp32 on the CPU
+(bf16 on a GPU); TRL keeps DPOConfig's defaults (bf16 autocast, gradient checkpointing).
+experiments/bench_vs_trl.py runs riskalign through its command line instead. Step times come
+from callbacks around each optimizer step; the first `warmup_steps` are dropped; reported
+throughput uses the median step.
 """
 
 from __future__ import annotations
@@ -115,7 +117,10 @@ def trl(workload: Workload, source: str, pairs: list[dict], precompute: bool) ->
         warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
         max_grad_norm=workload.max_grad_norm, beta=workload.beta, loss_type=["sigmoid"],
         max_length=workload.max_length, precompute_ref_log_probs=precompute,
-        train_sampling_strategy="sequential", use_cpu=not gpu, bf16=gpu,
+        # precision and gradient checkpointing at DPOConfig's defaults (bf16 autocast and
+        # checkpointing on), as TRL's docs set it up; this bench once passed bf16=False on a
+        # CPU with checkpointing still on, which is why its TRL steps were the slowest
+        train_sampling_strategy="sequential", use_cpu=not gpu,
         report_to=[], logging_steps=10_000, save_strategy="no", seed=workload.seed,
         dataloader_num_workers=0, disable_tqdm=True,
     )

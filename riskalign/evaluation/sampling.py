@@ -52,13 +52,22 @@ def encode_prompts(
     return ids.to(device), mask.to(device)
 
 
+def _forward_parameters(model: PreTrainedModel):
+    # a PEFT wrapper's forward takes **kwargs and passes them on: ask the model it wraps
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(base.forward).parameters
+
+
 def _cache_argument(model: PreTrainedModel) -> str:
     """The KV cache's keyword: `cache` in transformers 5 (which deprecates the old name),
     `past_key_values` before."""
-    # a PEFT wrapper's forward takes **kwargs and passes them on: ask the model it wraps
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters \
-        else "past_key_values"
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+
+
+def _last_logits_only(model: PreTrainedModel) -> dict[str, int]:
+    """`logits_to_keep=1` where the model takes it: sampling reads the last position's logits
+    only, so the prompt's other positions need no LM head (a [n, P, V] tensor at prefill)."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
 
 
 @torch.no_grad()
@@ -78,12 +87,14 @@ def sample_batch(
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     step_ids, cache, tokens, alive_cols = prompt_ids, None, [], []
     cache_argument = _cache_argument(model)  # once: inspect is not free, the loop is hot
+    last_only = _last_logits_only(model)
     for _ in range(max_new_tokens):
         out = model(
             input_ids=step_ids,
             attention_mask=mask,
             position_ids=position_ids(mask)[:, -step_ids.size(1):],
             **{cache_argument: cache},
+            **last_only,
             use_cache=True,
         )
         cache = out.get("cache", out.get("past_key_values"))

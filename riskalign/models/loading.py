@@ -98,7 +98,18 @@ def load_policy(source: str, model_cfg) -> PreTrainedModel:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False  # a KV cache is useless when activations are recomputed
     lora = lora_settings(model_cfg)
-    return add_lora(policy, lora) if lora else policy
+    policy = add_lora(policy, lora) if lora else policy
+    return compiled(policy, model_cfg)
+
+
+def compiled(model: PreTrainedModel, model_cfg) -> PreTrainedModel:
+    """The model with its forward compiled (`nn.Module.compile`: in place, so the module keeps
+    its type, state dict and save_pretrained) when model.compile is true. Shapes vary from
+    batch to batch (dynamic padding), so dynamic shapes are asked for up front rather than
+    after a first recompilation."""
+    if model_cfg.get("compile", False):
+        model.compile(dynamic=True)
+    return model
 
 
 # Float attributes some attention implementations read as their dropout probability
@@ -123,7 +134,8 @@ def load_reference(source: str, model_cfg, policy: PreTrainedModel):
 
     if lora_settings(model_cfg):
         return AdapterDisabledReference(policy)
-    return freeze(load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation))
+    return compiled(freeze(load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation)),
+                    model_cfg)
 
 
 class ReferenceView:
