@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -111,3 +112,32 @@ def test_the_closing_table_names_the_configured_tail_fraction():
     console.print(closing_table(point, {**point, "step": 10}, tail_fraction=0.25))
     text = console.export_text()
     assert "worst 25%" in text and "worst 10%" not in text
+
+
+def test_prefill_projects_the_last_position_only_and_samples_as_full_logits_do():
+    """The sampler asks for logits_to_keep=1; a model that projects every position (as before)
+    draws the same samples from the same seed."""
+    tokenizer = word_level_tokenizer(vocabulary())
+    model = _tiny_model(len(tokenizer))
+    widths: list[int] = []
+    forward = model.forward
+
+    @functools.wraps(forward)  # the sampler reads the forward's signature
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        widths.append(out.logits.size(1))
+        return out
+
+    model.forward = recording
+    last_only = _samples(model, tokenizer, PROMPTS, batch_size=3)[0]
+    assert widths and set(widths) == {1}, f"logits widths per step: {widths}"
+
+    @functools.wraps(forward)
+    def every_position(*args, **kwargs):
+        kwargs.pop("logits_to_keep", None)
+        return forward(*args, **kwargs)
+
+    model.forward = every_position
+    full = _samples(model, tokenizer, PROMPTS, batch_size=3)[0]
+    assert last_only.completions == full.completions
+    assert torch.equal(last_only.input_ids, full.input_ids)
