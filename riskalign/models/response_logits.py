@@ -7,9 +7,10 @@ largest tensor of the step. Instead each row's counted positions are gathered, l
 aligned, into [N, R] (R = the longest response) and passed to the model as
 `logits_to_keep`, so the head runs on those hidden states alone.
 
-`response_projection` goes one step further: it keeps those hidden states and the
-head's weight (an objectives `Projection`), so the token statistics project a chunk
-of positions at a time and no [N, R, V] logits exist at all.
+Where the model allows, the rows run packed into one sequence without their padding
+(riskalign.models.packing). `response_projection` goes one step further: it keeps
+those hidden states and the head's weight (an objectives `Projection`), so the token
+statistics project a chunk of positions at a time and no [N, R, V] logits exist at all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import weakref
 import torch
 
 from riskalign.evaluation.sampling import position_ids
+from riskalign.models.packing import packed_inputs, packs_exactly
 from riskalign.objectives.tokens import IGNORE_INDEX, Projection
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,16 @@ def response_logits(
     batch: dict[str, torch.Tensor],
     positions: torch.Tensor,
     inputs_embeds: torch.Tensor | None = None,
+    pack: bool = True,
 ) -> torch.Tensor:
-    """Logits [N, R, V] at `positions` (from response_layout) of the rows of `batch`."""
+    """Logits [N, R, V] at `positions` (from response_layout) of the rows of `batch`; the rows
+    packed into one sequence where `pack` and the model allows (riskalign.models.packing)."""
+    if inputs_embeds is not None:
+        return _padded_logits(model, batch, positions, inputs_embeds)
+    return model(**_inputs(model, batch, positions, pack)).logits.reshape(*positions.shape, -1)
+
+
+def _padded_logits(model, batch, positions, inputs_embeds=None) -> torch.Tensor:
     inputs = ({"input_ids": batch["input_ids"]} if inputs_embeds is None
               else {"inputs_embeds": inputs_embeds})
     return model(
@@ -73,10 +83,21 @@ def response_logits(
     ).logits
 
 
+def _inputs(model, batch, positions, pack: bool) -> dict[str, torch.Tensor | bool]:
+    """The model's keyword arguments for logits at `positions`: packed rows, or padded ones."""
+    if pack and not _sharded_model(model) and packs_exactly(model, batch, positions,
+                                                            _padded_logits):
+        return {**packed_inputs(batch, positions), "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "position_ids": position_ids(batch["attention_mask"]), "logits_to_keep": positions,
+            "use_cache": False}
+
+
 def response_projection(
     model,
     batch: dict[str, torch.Tensor],
     positions: torch.Tensor,
+    pack: bool = True,
 ) -> Projection | torch.Tensor:
     """The final hidden states [N, R, H] at `positions` with the model's LM head, as a
     Projection; or the logits [N, R, V] as `response_logits` gives them, where the head
@@ -90,7 +111,8 @@ def response_projection(
     """
     head = plain_head(model)
     if head is None:
-        return response_logits(model, batch, positions)
+        return response_logits(model, batch, positions, pack=pack)
+    inputs = _inputs(model, batch, positions, pack)  # before the hook: its check runs the head
     seen: list[torch.Tensor | None] = []
 
     def one_position(_module, args):
@@ -102,18 +124,12 @@ def response_projection(
 
     handle = head.register_forward_pre_hook(one_position)
     try:
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=position_ids(batch["attention_mask"]),
-            logits_to_keep=positions,
-            use_cache=False,
-        ).logits
+        logits = model(**inputs).logits
     finally:
         handle.remove()
     hidden = seen[0] if len(seen) == 1 else None
     if hidden is not None:
-        projection = Projection(hidden, head.weight, head.bias)
+        projection = Projection(hidden.reshape(*positions.shape, -1), head.weight, head.bias)
         with torch.no_grad():
             ours = projection[:1, :1].logits().to(logits.dtype)
         if logits.shape == ours.shape and torch.allclose(logits, ours, rtol=1e-5, atol=1e-6):
@@ -121,7 +137,7 @@ def response_projection(
     log.warning("The LM head of %s is not used as a plain linear map: its token statistics "
                 "go through full logits", type(model).__name__)
     _NOT_PLAIN.add(head)
-    return response_logits(model, batch, positions)
+    return response_logits(model, batch, positions, pack=pack)
 
 
 def plain_head(model) -> torch.nn.Linear | None:
@@ -151,12 +167,23 @@ def plain_head(model) -> torch.nn.Linear | None:
     return head
 
 
-def _sharded(module: torch.nn.Module, head: torch.nn.Linear) -> bool:
+def _sharded_model(model) -> bool:
+    """Whether the model's weights are split across processes (FSDP, ZeRO-3, DTensor): such
+    models keep padded batches, so every rank runs the same forwards."""
+    module = getattr(model, "policy", model)
+    if not isinstance(module, torch.nn.Module):
+        return True
+    get_head = getattr(module, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    return isinstance(head, torch.nn.Module) and _sharded(module, head)
+
+
+def _sharded(module: torch.nn.Module, head: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     if any(isinstance(child, FullyShardedDataParallel) for child in module.modules()):
         return True
-    weight = head.weight
+    weight = getattr(head, "weight", None)
     if hasattr(weight, "ds_id"):  # DeepSpeed ZeRO-3 partitions parameters
         return True
     try:

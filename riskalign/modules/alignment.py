@@ -46,6 +46,9 @@ class AlignmentModule(FrozenReference, LightningModule):
     """
 
     head_in_chunks: bool = True
+    # rows packed into one sequence without their padding, where the model keeps them apart
+    # (riskalign.models.packing)
+    pack_rows: bool = True
 
     def __init__(
         self,
@@ -92,9 +95,9 @@ class AlignmentModule(FrozenReference, LightningModule):
         # projection's backward is not itself differentiable, so that keeps the logits path
         chunked = self.head_in_chunks and embeds is None
         if chunked:
-            policy_logits = response_projection(self.policy, batch, positions)
+            policy_logits = response_projection(self.policy, batch, positions, self.pack_rows)
         else:
-            policy_logits = response_logits(self.policy, batch, positions, embeds)
+            policy_logits = response_logits(self.policy, batch, positions, embeds, self.pack_rows)
         ref_logits, ref_logps = None, batch.get("reference_logps")
         if self.objective.requires_reference and ref_logps is None:
             if self.reference is None:
@@ -102,7 +105,7 @@ class AlignmentModule(FrozenReference, LightningModule):
                                    "but there is neither a reference model nor cached log-probs")
             with torch.no_grad():
                 ref_logits = (response_projection if chunked else response_logits)(
-                    self.reference, batch, positions)
+                    self.reference, batch, positions, pack=self.pack_rows)
         extra = {"inputs_embeds": embeds} if embeds is not None else {}
         loss, metrics = self.objective.loss_from_logits(
             policy_logits, ref_logits, labels, ref_logps=ref_logps, **extra
