@@ -30,11 +30,15 @@ test: install
 lint: install
 	$(PY) -m ruff check riskalign tests experiments
 
-# riskalign vs TRL's DPOTrainer, token-level objectives vs DPO, the risk ratio vs a naive
-# one (TRL is the optional `bench` extra; without it those rows are skipped).
+# riskalign vs TRL's DPOTrainer (in-process, then through `python -m riskalign.train` with
+# this machine's peak matmul FLOP/s and each run's fraction of it), token-level objectives vs
+# DPO, the risk ratio vs a naive one (TRL is the optional `bench` extra; without it those rows
+# are skipped). docs/performance.md explains the figures.
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]" || echo "TRL not installed: its rows will be skipped"
 	$(PY) experiments/bench/bench.py $(ARGS)
+	if $(PY) -c "import trl" 2>/dev/null; then $(PY) experiments/bench_vs_trl.py; \
+	else echo "TRL not installed: experiments/bench_vs_trl.py skipped"; fi
 
 bench-make-run: install
 	$(PY) experiments/bench_make_run.py

@@ -88,21 +88,16 @@ def riskalign_command(overrides: list[str], pairs: Path, steps: int, output: Pat
         f"data.max_length={s['max_length']}", f"data.max_prompt_length={s['max_length'] // 2}",
         f"trainer.max_steps={steps}", f"optim.lr={s['lr']}", "optim.scheduler=constant",
         "optim.warmup_steps=0", f"trainer.gradient_clip_val={s['max_grad_norm']}",
-        "trainer.log_every_n_steps=1", "logger=none", "eval.num_points=2", "eval.num_prompts=8",
+        "logger=none", "eval.num_points=2", "eval.num_prompts=8",
         "eval.num_pairs=8", "checkpoint.every_n_steps=null", "checkpoint.save_policy=false",
         f"paths.output_root={output}", *overrides, f"objective.beta={s['beta']}",
     ]
 
 
 def riskalign_figures(output: Path) -> dict:
-    import csv
-
     run = max(output.glob("runs/*/*/summary.json"), key=lambda path: path.stat().st_mtime).parent
     summary = json.loads((run / "summary.json").read_text())
-    with (run / "metrics.csv").open() as handle:
-        tokens = [float(row["tokens/input"]) for row in csv.DictReader(handle)
-                  if row.get("tokens/input")]
-    return {"step_seconds": summary["timing"]["step_seconds"], "tokens_per_step": tokens,
+    return {"step_seconds": summary["timing"]["step_seconds"],
             "precision": summary.get("config", {}).get("trainer", {}).get("precision")}
 
 
@@ -142,9 +137,7 @@ def trl_child(spec: dict) -> dict:
     per_pair = [2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
                 for r in trainer.train_dataset]
     trainer.train()
-    return {"step_seconds": seconds,
-            # random sampling: each step's pairs are unknown here, so the mean per step
-            "tokens_per_step": [sum(per_pair) / spec["steps"]] * spec["steps"],
+    return {"step_seconds": seconds, "tokens_per_epoch": sum(per_pair),
             "precision": "bf16 autocast" if args.bf16 else "fp32",
             "gradient_checkpointing": args.gradient_checkpointing}
 
@@ -181,11 +174,9 @@ def pooled(results: list[dict], warmup: int) -> dict:
     if failed:
         return failed[0]
     seconds = [s for r in results for s in r["step_seconds"][warmup:]]
-    tokens = [t for r in results for t in r["tokens_per_step"][warmup:]]
     median = statistics.median(seconds)
     return {"step_seconds_median": median, "step_seconds_min": min(seconds),
             "step_seconds_max": max(seconds), "steps_timed": len(seconds),
-            "tokens_per_second": sum(tokens) / sum(seconds),
             "peak_rss_gb": max(r["peak_rss_gb"] for r in results),
             "precision": results[0].get("precision"),
             "rounds": [{"step_seconds": r["step_seconds"], "peak_rss_gb": r["peak_rss_gb"]}
@@ -306,13 +297,14 @@ def main() -> None:
     peak, work = peak_matmul_flops(), model_flops_per_step(pairs, source, args.steps)
     print(f"\npeak matmul: {peak['flops'] / 1e9:.0f} GFLOP/s ({peak['dtype']}, {peak['device']}, "
           f"{peak['threads']} threads); model FLOPs per step {work['flops_per_step'] / 1e9:.0f} G")
-    print("\n| run | precision | step (s, median) | tokens/s | achieved GFLOP/s | of peak "
+    print("\n| run | precision | step (s, median) | tokens/s | model GFLOP/s | of peak "
           "| peak RSS (GB) |\n|---|---|---|---|---|---|---|")
     for label, row in rows.items():
         if "error" in row:
             print(f"| {label} | failed: {row['error']} |")
             continue
         row["achieved_flops"] = work["flops_per_step"] / row["step_seconds_median"]
+        row["tokens_per_second"] = work["tokens_per_step"] / row["step_seconds_median"]
         row["fraction_of_peak"] = row["achieved_flops"] / peak["flops"]
         print(f"| {label} | {row['precision']} | {row['step_seconds_median']:.2f} | "
               f"{row['tokens_per_second']:.0f} | {row['achieved_flops'] / 1e9:.0f} | "
