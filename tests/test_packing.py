@@ -108,3 +108,37 @@ def test_a_left_padded_batch_is_not_packed():
     positions = torch.tensor([[1], [1]])
     assert not packing.packs_exactly(policy, batch, positions, rl._padded_logits)
     assert policy not in packing._PACKS_EXACTLY, "a left-padded batch must not decide for the model"
+
+
+def test_packing_is_chosen_only_where_it_saves_flops():
+    """Short rows with much padding gain; long full rows would pay for attention across the
+    whole packed sequence (L² pairs) more than the padding costs. A SmolLM2-sized Llama (on
+    the meta device: no weights); a toy model's layers are so small that attention always
+    dominates and it never packs."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         tie_word_embeddings=True)
+    with torch.device("meta"):
+        policy = AutoModelForCausalLM.from_config(config)
+    short = torch.zeros(16, 32, dtype=torch.long)
+    for row in range(16):
+        short[row, : 8 + row] = 1
+    assert packing.packing_pays(policy, short)
+    assert not packing.packing_pays(MODELS["llama-tied"](), short)
+    assert not packing.packing_pays(policy, torch.ones(16, 512, dtype=torch.long))
+
+
+def test_the_first_use_check_leaves_mode_and_random_stream_as_they_were():
+    """A resumed run checks at another step than the whole run did: the check must not draw
+    on the global generator, and runs without dropout whatever the mode."""
+    policy = MODELS["llama-tied"]().train()
+    batch = _batch(pairs=4)
+    positions, _ = rl.response_layout(batch["labels"])
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    assert packing.packs_exactly(policy, batch, positions, rl._padded_logits)
+    assert torch.equal(torch.rand(3), expected)
+    assert policy.training

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 # model -> whether packing gives it the logits padding does (checked on first use)
 _PACKS_EXACTLY: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 CHECK_ROWS = 4  # rows of the first batch that also run padded: enough to see rows isolated
+CHECK_POSITIONS = 8  # their first counted positions compared: no [rows, R, V] logits twice
+# model -> parameters per layer outside the embeddings (for packing's cost rule)
+_LAYER_PARAMETERS: weakref.WeakKeyDictionary[torch.nn.Module, float] = \
+    weakref.WeakKeyDictionary()
 
 
 def right_padded(attention_mask: torch.Tensor) -> bool:
@@ -66,20 +70,54 @@ def packs_exactly(model, batch: dict[str, torch.Tensor], positions: torch.Tensor
     if not right_padded(batch["attention_mask"]):
         return False
     module = getattr(model, "policy", model)  # the adapter-disabled reference: its policy
-    if not isinstance(module, torch.nn.Module):
+    if not isinstance(module, torch.nn.Module) or not packing_pays(module,
+                                                                    batch["attention_mask"]):
         return False
     if module not in _PACKS_EXACTLY:
         _PACKS_EXACTLY[module] = _check(model, batch, positions, padded_forward)
     return _PACKS_EXACTLY[module]
 
 
+def packing_pays(module: torch.nn.Module, attention_mask: torch.Tensor) -> bool:
+    """Whether packing this batch costs fewer FLOPs than padding it. Packed, no padding runs
+    through the layers' matmuls, but attention spans the whole packed sequence (L² query-key
+    pairs instead of each row's T²): short rows with much padding gain, long full rows lose.
+    Per layer: 2·P FLOPs per token (P its parameters) and 4·H per query-key pair."""
+    config = getattr(module, "config", None)
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    hidden = getattr(config, "hidden_size", None)
+    if not hidden:
+        return False
+    if module not in _LAYER_PARAMETERS:
+        layers = getattr(config, "num_hidden_layers", None) or 1
+        embeddings = module.get_input_embeddings().weight.numel()
+        total = sum(p.numel() for p in module.parameters())
+        _LAYER_PARAMETERS[module] = (total - embeddings) / layers
+    rows, width = attention_mask.shape
+    tokens = int(attention_mask.sum())
+
+    def cost(tokens: int, pairs: int) -> float:
+        return 2 * _LAYER_PARAMETERS[module] * tokens + 4 * hidden * pairs
+
+    return cost(tokens, tokens**2) < cost(rows * width, rows * width**2)
+
+
 def _check(model, batch, positions, padded_forward) -> bool:
     rows = slice(0, min(CHECK_ROWS, positions.size(0)))
     few = {key: value[rows] for key, value in batch.items() if torch.is_tensor(value)}
-    kept = within_rows(few["attention_mask"], positions[rows])  # real tokens on both sides
-    with torch.no_grad():
-        padded = padded_forward(model, few, kept)
-        packed = model(**packed_inputs(few, kept), use_cache=False).logits
+    kept = within_rows(few["attention_mask"], positions[rows])[:, :CHECK_POSITIONS]
+    module = getattr(model, "policy", model)
+    was_training = module.training
+    # eval mode (no dropout: both sides must be deterministic) and the random state restored,
+    # so a run's random stream does not depend on when this check ran (resumed runs)
+    module.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            padded = padded_forward(model, few, kept)
+            packed = model(**packed_inputs(few, kept), use_cache=False).logits
+    finally:
+        module.train(was_training)
     packed = packed.reshape(padded.shape)
     tolerance = 1e-3 if padded.dtype == torch.float32 else 5e-2
     if torch.allclose(packed.float(), padded.float(), rtol=tolerance, atol=tolerance):
