@@ -29,17 +29,12 @@ RESULTS = REPO / "experiments" / "results" / "cpu_options.json"
 
 def setup(pairs: int):
     from datasets import load_from_disk
-    from hydra import compose, initialize_config_dir
+    from world_model import world_and_model
 
-    import riskalign  # noqa: F401  (config resolvers)
     from riskalign.data.preference import collate_pairs, tokenize_pair
     from riskalign.models.loading import load_policy, load_reference, load_tokenizer
-    from riskalign.resolve import ensure_world, model_source
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model=smollm2-135m", "data=reviews"])
-    world = ensure_world(cfg)
-    source = model_source(cfg, world)
+    cfg, world, source = world_and_model("smollm2-135m")
     tokenizer = load_tokenizer(source)
     rows = load_from_disk(str(world.dataset_dir))["train"].select(range(pairs))
     batch = collate_pairs([tokenize_pair(tokenizer, r["prompt"], r["chosen"], r["rejected"],

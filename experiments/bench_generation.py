@@ -24,17 +24,12 @@ RESULTS = REPO / "experiments" / "results" / "generation.json"
 
 
 def load(model_name: str):
-    from hydra import compose, initialize_config_dir
-
-    import riskalign  # noqa: F401  (config resolvers)
-    from riskalign.models.loading import load_causal_lm, load_tokenizer
-    from riskalign.resolve import ensure_world, model_source
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model_name}", "data=reviews"])
-    world = ensure_world(cfg)
-    source = model_source(cfg, world)
     from datasets import load_from_disk
+    from world_model import world_and_model
+
+    from riskalign.models.loading import load_causal_lm, load_tokenizer
+
+    cfg, world, source = world_and_model(model_name)
 
     prompts = list(dict.fromkeys(load_from_disk(str(world.dataset_dir))["test"]["prompt"]))
     model = load_causal_lm(source, cfg.model.dtype, cfg.model.attn_implementation).eval()

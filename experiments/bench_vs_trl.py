@@ -59,16 +59,10 @@ DEFAULT_RUNS = ["riskalign dpo", "riskalign radpo", "riskalign dpo + checkpointi
 def write_pairs(directory: Path, count: int) -> tuple[Path, str]:
     """The first `count` training pairs of the embedded world (and 8 held out) as JSONL;
     the SmolLM2 model directory riskalign converted."""
-    from hydra import compose, initialize_config_dir
-
-    import riskalign  # noqa: F401  (config resolvers)
-    from riskalign.resolve import ensure_world, model_source
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={MODEL}", "data=reviews"])
-    world = ensure_world(cfg)
-    source = model_source(cfg, world)
     from datasets import load_from_disk
+    from world_model import world_and_model
+
+    _, world, source = world_and_model(MODEL)
 
     splits = load_from_disk(str(world.dataset_dir))
     directory.mkdir(parents=True, exist_ok=True)
@@ -134,10 +128,8 @@ def trl_child(spec: dict) -> dict:
 
     trainer = DPOTrainer(model=model, args=args, train_dataset=train_dataset,
                          processing_class=tokenizer, callbacks=[StepTimer()])
-    per_pair = [2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
-                for r in trainer.train_dataset]
     trainer.train()
-    return {"step_seconds": seconds, "tokens_per_epoch": sum(per_pair),
+    return {"step_seconds": seconds,
             "precision": "bf16 autocast" if args.bf16 else "fp32",
             "gradient_checkpointing": args.gradient_checkpointing}
 

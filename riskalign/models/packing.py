@@ -74,7 +74,7 @@ def packs_exactly(model, batch: dict[str, torch.Tensor], positions: torch.Tensor
                                                                     batch["attention_mask"]):
         return False
     if module not in _PACKS_EXACTLY:
-        _PACKS_EXACTLY[module] = _check(model, batch, positions, padded_forward)
+        _PACKS_EXACTLY[module] = _check(model, module, batch, positions, padded_forward)
     return _PACKS_EXACTLY[module]
 
 
@@ -103,11 +103,12 @@ def packing_pays(module: torch.nn.Module, attention_mask: torch.Tensor) -> bool:
     return cost(tokens, tokens**2) < cost(rows * width, rows * width**2)
 
 
-def _check(model, batch, positions, padded_forward) -> bool:
+def _check(model, module: torch.nn.Module, batch, positions, padded_forward) -> bool:
+    """Packed against padded logits of `batch`'s first rows; `module` holds `model`'s weights
+    (the policy of an adapter-disabled reference)."""
     rows = slice(0, min(CHECK_ROWS, positions.size(0)))
     few = {key: value[rows] for key, value in batch.items() if torch.is_tensor(value)}
     kept = within_rows(few["attention_mask"], positions[rows])[:, :CHECK_POSITIONS]
-    module = getattr(model, "policy", model)
     was_training = module.training
     # eval mode (no dropout: both sides must be deterministic) and the random state restored,
     # so a run's random stream does not depend on when this check ran (resumed runs)
@@ -123,6 +124,6 @@ def _check(model, batch, positions, padded_forward) -> bool:
     if torch.allclose(packed.float(), padded.float(), rtol=tolerance, atol=tolerance):
         return True
     log.warning("%s does not keep packed rows apart (logits differ by %.2g from padded rows): "
-                "its batches stay padded", type(getattr(model, "policy", model)).__name__,
+                "its batches stay padded", type(module).__name__,
                 float((packed.float() - padded.float()).abs().max()))
     return False

@@ -72,15 +72,15 @@ def response_logits(
 
 
 def _padded_logits(model, batch, positions, inputs_embeds=None) -> torch.Tensor:
-    inputs = ({"input_ids": batch["input_ids"]} if inputs_embeds is None
+    return model(**_padded_inputs(batch, positions, inputs_embeds)).logits
+
+
+def _padded_inputs(batch, positions, inputs_embeds=None) -> dict[str, torch.Tensor | bool]:
+    tokens = ({"input_ids": batch["input_ids"]} if inputs_embeds is None
               else {"inputs_embeds": inputs_embeds})
-    return model(
-        **inputs,
-        attention_mask=batch["attention_mask"],
-        position_ids=position_ids(batch["attention_mask"]),
-        logits_to_keep=positions,
-        use_cache=False,
-    ).logits
+    return {**tokens, "attention_mask": batch["attention_mask"],
+            "position_ids": position_ids(batch["attention_mask"]), "logits_to_keep": positions,
+            "use_cache": False}
 
 
 def _inputs(model, batch, positions, pack: bool) -> dict[str, torch.Tensor | bool]:
@@ -88,9 +88,7 @@ def _inputs(model, batch, positions, pack: bool) -> dict[str, torch.Tensor | boo
     if pack and not _sharded_model(model) and packs_exactly(model, batch, positions,
                                                             _padded_logits):
         return {**packed_inputs(batch, positions), "use_cache": False}
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-            "position_ids": position_ids(batch["attention_mask"]), "logits_to_keep": positions,
-            "use_cache": False}
+    return _padded_inputs(batch, positions)
 
 
 def response_projection(
