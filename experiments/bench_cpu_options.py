@@ -32,7 +32,8 @@ def setup(pairs: int):
     from world_model import world_and_model
 
     from riskalign.data.preference import collate_pairs, tokenize_pair
-    from riskalign.models.loading import load_policy, load_reference, load_tokenizer
+    from riskalign.models.loading import load_policy, load_tokenizer
+    from riskalign.models.references import load_reference
 
     cfg, world, source = world_and_model("smollm2-135m")
     tokenizer = load_tokenizer(source)

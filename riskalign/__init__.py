@@ -1,5 +1,5 @@
 """riskalign: risk-aware and distributionally robust preference optimization."""
 
-from riskalign import resolvers
+from riskalign.config import resolvers
 
 resolvers.register()

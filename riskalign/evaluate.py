@@ -6,7 +6,7 @@ tail and KL to the reference model, as in training's evaluation. Results go to
 `evaluation.json` and `samples.jsonl` (every completion, scored) in the run directory.
 
 A policy saved by a run (`<run>/policy`) is evaluated with that run's config (model, data,
-reward, eval, paths; riskalign.run_config), on the device and in the dtypes the run's own
+reward, eval, paths; riskalign.config.run_config), on the device and in the dtypes the run's own
 evaluation used, so that `policy=<run>/policy` alone repeats the run's final evaluation
 exactly; overrides on the command line still win.
 """
@@ -23,8 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config_checks import ConfigError
-from riskalign.launch_checks import exit_on_resource_error
+from riskalign.config.launch import exit_on_resource_error
+from riskalign.errors import ConfigError
 
 log = logging.getLogger("riskalign.evaluate")
 
@@ -34,14 +34,20 @@ def evaluate(cfg: DictConfig, run_dir: Path, run_config: Path | None = None) -> 
     `cfg` was read from (None: evaluate.yaml and the command line alone)."""
     import transformers
 
-    from riskalign.artifacts import check_policy, write_json_atomic, write_jsonl_atomic
-    from riskalign.config_checks import check_fields, check_local_path
-    from riskalign.config_keys import refuse_unknown_keys
+    from riskalign.config.checks import check_fields
+    from riskalign.config.fields import check_local_path
+    from riskalign.config.keys import refuse_unknown_keys
     from riskalign.evaluation.alignment import EvalSettings, evaluate_samples
     from riskalign.evaluation.samples import sample_rows
     from riskalign.evaluation.win_rate import win_rate
     from riskalign.models.loading import load_causal_lm, load_tokenizer
-    from riskalign.resolve import ensure_world, eval_sizes, load_configured_data, model_source
+    from riskalign.recipes.sources import (
+        ensure_world,
+        eval_sizes,
+        load_configured_data,
+        model_source,
+    )
+    from riskalign.runs.artifacts import check_policy, write_json_atomic, write_jsonl_atomic
 
     refuse_unknown_keys(cfg)
     check_fields(cfg)  # the model, data and eval keys it shares with training
@@ -120,7 +126,7 @@ def _module_holds_reference(cfg: DictConfig) -> bool:
     objective = _offline_objective(cfg)
     if objective is None or OmegaConf.select(cfg, "model.lora.enabled"):
         return True  # PPO's module holds it; LoRA's is the policy with adapters off
-    from riskalign.config_checks import reference_cache_enabled
+    from riskalign.config.checks import reference_cache_enabled
 
     cached = reference_cache_enabled(OmegaConf.select(cfg, "reference.cache") or False,
                                      cfg.objective.name, False, objective)
@@ -165,7 +171,7 @@ def evaluation_device(cfg: DictConfig):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from riskalign.run_config import with_run_config
+    from riskalign.config.run_config import with_run_config
 
     hydra_cfg = HydraConfig.get()
     try:
@@ -182,9 +188,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from riskalign.cli_checks import refuse_unknown_choices
-    from riskalign.launch_checks import refuse_before_launch
-    from riskalign.run_config import with_run_choices
+    from riskalign.config.command_line import refuse_unknown_choices
+    from riskalign.config.launch import refuse_before_launch
+    from riskalign.config.run_config import with_run_choices
 
     refuse_unknown_choices("riskalign.evaluate")  # one line and exit 2, before Hydra composes
     sys.argv[1:] = with_run_choices(sys.argv[1:])  # a run's policy: compose as the run did

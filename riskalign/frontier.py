@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from riskalign.launch_checks import exit_on_resource_error
+from riskalign.config.launch import exit_on_resource_error
 from riskalign.reports.bootstrap import REPLICATES
 from riskalign.reports.pareto import pareto_front
 from riskalign.reports.report import (

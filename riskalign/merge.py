@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from riskalign.config_checks import ConfigError
-from riskalign.launch_checks import exit_on_resource_error
+from riskalign.config.launch import exit_on_resource_error
+from riskalign.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config_checks import ConfigError, check_fields
-from riskalign.config_keys import refuse_unknown_keys
-from riskalign.launch_checks import exit_on_resource_error
+from riskalign.config.checks import check_fields
+from riskalign.config.keys import refuse_unknown_keys
+from riskalign.config.launch import exit_on_resource_error
+from riskalign.errors import ConfigError
 
 log = logging.getLogger("riskalign.pairs")
 
@@ -39,7 +40,7 @@ def make_pairs(cfg: DictConfig) -> Path:
     import transformers
 
     from riskalign.models.loading import load_causal_lm, load_tokenizer
-    from riskalign.resolve import (
+    from riskalign.recipes.sources import (
         distinct_prompts,
         ensure_world,
         load_configured_data,
@@ -77,8 +78,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from riskalign.cli_checks import refuse_unknown_choices
-    from riskalign.launch_checks import refuse_before_launch
+    from riskalign.config.command_line import refuse_unknown_choices
+    from riskalign.config.launch import refuse_before_launch
 
     refuse_unknown_choices("riskalign.pairs")  # one line and exit 2, before Hydra composes
     refuse_before_launch("riskalign.pairs", "pairs")  # keys without +, unwritable paths

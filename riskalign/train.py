@@ -21,14 +21,9 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config_checks import (
-    ConfigError,
-    check_config,
-    reference_cache_enabled,
-    resolve_learning_rate,
-)
-from riskalign.launch_checks import exit_on_resource_error
-from riskalign.stops import NumericalGuardError, Preempted
+from riskalign.config.checks import check_config, reference_cache_enabled, resolve_learning_rate
+from riskalign.config.launch import exit_on_resource_error
+from riskalign.errors import ConfigError, NumericalGuardError, Preempted
 
 log = logging.getLogger("riskalign.train")
 # The frozen reference is in eval mode on purpose; Lightning warns about any such module.
@@ -82,7 +77,7 @@ def _pin_process_launches_to_this_job(hydra_cfg: DictConfig) -> None:
 
 def _identity(cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
     from riskalign.reports.labels import run_label
-    from riskalign.run_identity import RunIdentity, multirun_identity, sweep_group_name
+    from riskalign.runs.identity import RunIdentity, multirun_identity, sweep_group_name
 
     label = run_label(OmegaConf.to_container(cfg, resolve=True))
     group = cfg.logger.wandb.group
@@ -101,11 +96,11 @@ def train(cfg: DictConfig, run_dir: Path, identity=None) -> dict[str, Any]:
     plan = check_run(cfg)
     if identity is None:
         from riskalign.reports.labels import run_label
-        from riskalign.run_identity import RunIdentity
+        from riskalign.runs.identity import RunIdentity
 
         identity = RunIdentity(label=run_label(OmegaConf.to_container(cfg, resolve=True)),
                                group=cfg.logger.wandb.group)
-    from riskalign.resume import find_resume_point
+    from riskalign.training.resume import find_resume_point
 
     resume_from = find_resume_point(cfg)  # refuses a bad target before anything loads
     lock = _claim_run_directory(resume_from.run_dir if resume_from else run_dir)
@@ -187,7 +182,7 @@ def _claim_run_directory(run_dir: Path):
     """This process's exclusive lock on the run directory it writes (None on the other
     ranks of a distributed run, which write there with rank 0); refused in one line when
     another process holds it: two writers would mix their metrics and checkpoints."""
-    from riskalign.locks import is_first_process, lock_holder, lock_run_directory
+    from riskalign.runs.locks import is_first_process, lock_holder, lock_run_directory
 
     if not is_first_process():
         return None
@@ -238,38 +233,39 @@ def _train(cfg: DictConfig, run_dir: Path, identity, resume_from, started: float
     import transformers
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from riskalign.artifacts import write_json_atomic
-    from riskalign.checkpoints import PeriodicCheckpoint, StagedCheckpointIO
-    from riskalign.config_keys import build_callbacks
+    from riskalign.config.keys import build_callbacks
     from riskalign.data.preference import PreferenceDataModule
     from riskalign.data.prompt_batches import PromptDataModule
     from riskalign.evaluation.alignment import EvalSettings
     from riskalign.evaluation.callback import AlignmentEvaluation, evaluation_interval
     from riskalign.evaluation.report import print_closing_table
-    from riskalign.guard import NumericalGuard
-    from riskalign.logging_setup import (
-        build_loggers,
-        finish_wandb,
-        lightning_lines_once,
-        log_curve,
-        restore_csv_rows,
-    )
-    from riskalign.models.loading import LazyReference, load_policy, load_reference, load_tokenizer
+    from riskalign.models.loading import load_policy, load_tokenizer
+    from riskalign.models.references import LazyReference, load_reference
     from riskalign.modules.alignment import AlignmentModule
     from riskalign.modules.common import progress_step
     from riskalign.modules.online import OnlineRLModule
-    from riskalign.progress import StepProgressBar
-    from riskalign.random_state import RandomState
-    from riskalign.resolve import (
+    from riskalign.recipes.sources import (
         distinct_prompts,
         ensure_world,
         eval_sizes,
         load_configured_data,
         model_source,
     )
-    from riskalign.resume import saved_metrics_rows
-    from riskalign.step_timer import StepTimer
-    from riskalign.strategies import build_strategy
+    from riskalign.runs.artifacts import write_json_atomic
+    from riskalign.training.checkpoints import PeriodicCheckpoint, StagedCheckpointIO
+    from riskalign.training.guard import NumericalGuard
+    from riskalign.training.loggers import (
+        build_loggers,
+        finish_wandb,
+        lightning_lines_once,
+        log_curve,
+        restore_csv_rows,
+    )
+    from riskalign.training.progress import StepProgressBar
+    from riskalign.training.random_state import RandomState
+    from riskalign.training.resume import saved_metrics_rows
+    from riskalign.training.step_timer import StepTimer
+    from riskalign.training.strategies import build_strategy
 
     transformers.logging.set_verbosity_error()
     lightning_lines_once()  # `import lightning` added a console handler of its own
@@ -414,7 +410,7 @@ def _train(cfg: DictConfig, run_dir: Path, identity, resume_from, started: float
 
 
 def _warn_about_learning_rate(cfg: DictConfig, policy) -> None:
-    from riskalign.config_checks import training_mode
+    from riskalign.config.checks import training_mode
     from riskalign.modules.optimization import learning_rate_warning
 
     mode = training_mode(cfg)
@@ -430,7 +426,7 @@ def _save_policy(trainer, module, tokenizer, directory: Path) -> None:
     place: a crash never leaves a half-written policy that evaluation would read."""
     import shutil
 
-    from riskalign.artifacts import (
+    from riskalign.runs.artifacts import (
         POLICY_MARKER,
         move_into_place,
         staging_directory,
@@ -458,8 +454,8 @@ def _references(cfg: DictConfig, source: str, policy, objective, datamodule,
     built only to fill a missing cache, and the evaluation gets one that loads at its
     first KL measurement (LoRA: the adapter-disabled policy, which costs nothing).
     """
-    from riskalign.models.loading import LazyReference, load_reference
-    from riskalign.reference_cache import attach_reference_logps
+    from riskalign.models.references import LazyReference, load_reference
+    from riskalign.training.reference_cache import attach_reference_logps
 
     if not (cache_reference and objective.requires_reference):
         reference = load_reference(source, cfg.model, policy)
@@ -544,7 +540,7 @@ def _training_data(cfg: DictConfig, world, source: str, tokenizer, reward_model)
     """Train/eval splits in the standard columns, loaded (and generated) as the config says."""
     from riskalign.data.generated import ensure_generated_pairs
     from riskalign.data.loading import load_data
-    from riskalign.resolve import load_configured_data
+    from riskalign.recipes.sources import load_configured_data
 
     splits, _ = load_configured_data(cfg, world, tokenizer)
     if cfg.data.source != "generated":
@@ -557,8 +553,8 @@ def _training_data(cfg: DictConfig, world, source: str, tokenizer, reward_model)
 
 
 if __name__ == "__main__":
-    from riskalign.cli_checks import refuse_unknown_choices
-    from riskalign.launch_checks import refuse_before_launch
+    from riskalign.config.command_line import refuse_unknown_choices
+    from riskalign.config.launch import refuse_before_launch
 
     refuse_unknown_choices("riskalign")  # one line and exit 2, before Hydra composes
     # keys without +, unwritable paths, and every job of a sweep checked before the first

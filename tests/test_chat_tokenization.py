@@ -226,7 +226,7 @@ def test_chat_prompts_carry_only_the_templates_own_bos(tokenizers, name):
 def test_evaluation_samples_from_the_prompt_ids_training_reads(tokenizers, name):
     """No second BOS at sampling time either: the sampler encodes a rendered prompt as
     training does."""
-    from riskalign.evaluation.sampling import encode_prompts
+    from riskalign.models.sampling import encode_prompts
 
     tokenizer = tokenizers[name]
     for records in (CHAT, STRINGS):

@@ -7,7 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from riskalign.config_checks import ConfigError, check_config
+from riskalign.config.checks import check_config
+from riskalign.errors import ConfigError
 from riskalign.models.loading import compiled
 from tests.conftest import compose_config
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from riskalign.config_checks import ConfigError, check_config
+from riskalign.config.checks import check_config
+from riskalign.errors import ConfigError
 from tests.conftest import CONF, compose_config, run_train
 
 GROUPS = ("objective", "model", "data", "reward", "trainer", "logger", "eval")

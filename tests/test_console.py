@@ -89,7 +89,7 @@ def test_no_warning_a_user_cannot_act_on(console_run):
 
 
 def test_metrics_on_the_bar_are_short_and_ordered():
-    from riskalign.progress import StepProgressBar
+    from riskalign.training.progress import StepProgressBar
 
     trainer = SimpleNamespace(progress_bar_metrics={
         "rewards/margins": -0.0041234, "rewards/accuracies": 1.0, "loss": 0.69314,
@@ -105,7 +105,7 @@ def test_metrics_on_the_bar_are_short_and_ordered():
     (-1, -1, 1, float("inf")),
 ])
 def test_the_bar_counts_the_runs_steps(max_steps, max_epochs, accumulate, expected):
-    from riskalign.progress import total_steps
+    from riskalign.training.progress import total_steps
 
     trainer = SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs,
                               num_training_batches=8, accumulate_grad_batches=accumulate)
@@ -116,7 +116,7 @@ def test_log_lines_go_through_the_live_display_and_back(monkeypatch):
     """In a terminal Rich's live display swaps sys.stdout for a proxy that prints above
     the bar; the console's logging handler follows it while the bar is live, and only
     the console's (not train.log's)."""
-    from riskalign.progress import StepProgressBar
+    from riskalign.training.progress import StepProgressBar
 
     real = io.StringIO()
     console, log_file = logging.StreamHandler(real), logging.FileHandler(

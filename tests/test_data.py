@@ -7,9 +7,9 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.loading import load_preference_splits
 from riskalign.data.preference import IGNORE_INDEX, collate_pairs, tokenize_pair
+from riskalign.errors import ConfigError
 from riskalign.worlds.grammar import vocabulary
 from riskalign.worlds.tokenizer import word_level_tokenizer
 from tests.test_formats import CHAT_TEMPLATE, word_tokenizer

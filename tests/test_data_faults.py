@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.loading import load_data
+from riskalign.errors import ConfigError
 from riskalign.models.loading import load_causal_lm
 from tests.test_bad_input import refused, train_here  # noqa: F401  (fixtures)
 from tests.test_formats import (  # datasets_cache: autouse, keeps the user's cache clean

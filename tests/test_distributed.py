@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from riskalign.config_checks import ConfigError, check_config
-from riskalign.strategies import build_strategy
+from riskalign.config.checks import check_config
+from riskalign.errors import ConfigError
 from riskalign.train import train
+from riskalign.training.strategies import build_strategy
 from tests.conftest import compose_config, run_train
 
 STEPS = 4

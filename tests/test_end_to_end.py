@@ -123,7 +123,7 @@ def test_the_process_token_is_fixed_within_a_process_and_differs_between_them():
 
     config = OmegaConf.create({"a": "${process_token:}", "b": "x-${process_token:}"})
     assert config.b == f"x-{config.a}" and len(config.a) == 4
-    script = "import riskalign.resolvers as r; print(r.process_token())"
+    script = "import riskalign.config.resolvers as r; print(r.process_token())"
     others = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              check=True).stdout.strip() for _ in range(3)}
     assert len(others | {config.a}) >= 3, "tokens of separate processes should differ"

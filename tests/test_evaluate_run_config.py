@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from riskalign.run_config import with_run_choices, with_run_config
+from riskalign.config.run_config import with_run_choices, with_run_config
 from tests.conftest import CONF, compose_config, run_train
 from tests.tiny_models import make_tiny_classifier
 

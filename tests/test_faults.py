@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from riskalign.artifacts import artifact_problem, build_atomically, content_digest, file_sha256
-from riskalign.locks import try_lock
+from riskalign.runs.artifacts import artifact_problem, build_atomically, content_digest, file_sha256
+from riskalign.runs.locks import try_lock
 from tests.conftest import REPO
 from tests.test_bad_input import _run_main, refused, train_here  # noqa: F401  (fixtures)
 from tests.test_pairs import world_model  # noqa: F401  (a fixture)
@@ -47,7 +47,7 @@ def _one_error_line(result, exit_code: int, prog: str = "riskalign") -> str:
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process that holds the run directory's lock until it is killed."""
     code = ("import sys, time; from pathlib import Path; "
-            "from riskalign.locks import lock_run_directory; "
+            "from riskalign.runs.locks import lock_run_directory; "
             "lock = lock_run_directory(Path(sys.argv[1])); print('held', flush=True); "
             "time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=REPO,
@@ -94,8 +94,8 @@ def test_03_a_second_writer_is_refused_resume_auto_passes_over_and_resume_merges
 
 
 def test_04_pairs_rerun_with_other_settings_is_refused_and_never_mixed(world_model, tmp_path):
-    from riskalign.config_checks import ConfigError
     from riskalign.data.pair_generation import PairSettings, generate_pairs
+    from riskalign.errors import ConfigError
     from tests.test_pairs import PROMPTS, FailingAfter, LengthReward
 
     model, tokenizer = world_model
@@ -195,7 +195,7 @@ def test_05b_a_damaged_policy_is_refused_by_evaluate_merge_and_init_from(train_h
     assert _one_error_line(trained, 2) == (
         f"riskalign: error: model.init_from='{policy}' {damage}")
 
-    from riskalign.config_checks import ConfigError
+    from riskalign.errors import ConfigError
     from riskalign.models.lora import merge_adapter
 
     (policy / "adapter_config.json").write_text("{}")  # reaches the check as an adapter would
@@ -205,8 +205,8 @@ def test_05b_a_damaged_policy_is_refused_by_evaluate_merge_and_init_from(train_h
 
 
 def test_05b_a_damaged_merge_is_refused_and_one_from_before_markers_read(tmp_path, caplog):
-    from riskalign.artifacts import check_policy, write_marker
-    from riskalign.config_checks import ConfigError
+    from riskalign.errors import ConfigError
+    from riskalign.runs.artifacts import check_policy, write_marker
 
     merged = tmp_path / "merged"
     merged.mkdir()
@@ -230,7 +230,7 @@ def test_08_disk_full_while_checkpointing_is_one_line_naming_the_file(train_here
     def full(obj, path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr("riskalign.checkpoints.torch.save", full)
+    monkeypatch.setattr("riskalign.training.checkpoints.torch.save", full)
     run_dir = tmp_path / "run"
     line = _one_error_line(train_here(*RUN, f"hydra.run.dir={run_dir}"), 1)
     state = run_dir / "checkpoints" / ".partial-step-00000004" / "state.ckpt"

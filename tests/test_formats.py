@@ -14,10 +14,11 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from riskalign.config_checks import ConfigError, check_config
+from riskalign.config.checks import check_config
 from riskalign.data.formats import FORMATS, KIND_COLUMNS, PROBLEM_COLUMN, convert
 from riskalign.data.loading import load_data, load_raw_splits
 from riskalign.data.records import check_records
+from riskalign.errors import ConfigError
 from riskalign.worlds.grammar import vocabulary
 from riskalign.worlds.tokenizer import word_level_tokenizer
 from tests.conftest import CONF, REPO, compose_config

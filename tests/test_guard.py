@@ -9,11 +9,10 @@ from lightning import Callback
 from transformers import AutoModelForCausalLM
 
 from riskalign import objectives
-from riskalign.checkpoints import PeriodicCheckpoint, complete_checkpoints
-from riskalign.config_checks import ConfigError
-from riskalign.guard import NumericalGuard
+from riskalign.errors import ConfigError, NumericalGuardError
 from riskalign.modules.alignment import AlignmentModule
-from riskalign.stops import NumericalGuardError
+from riskalign.training.checkpoints import PeriodicCheckpoint, complete_checkpoints
+from riskalign.training.guard import NumericalGuard
 from tests.test_module import OPTIM, _datamodule
 
 

@@ -18,12 +18,12 @@ from transformers import AutoModelForCausalLM, CohereConfig, GPT2Config, LlamaCo
 from riskalign import objectives
 from riskalign.data.preference import collate_pairs
 from riskalign.models import response_logits as rl
-from riskalign.models.lora import AdapterDisabledReference
+from riskalign.models.references import AdapterDisabledReference
 from riskalign.modules.alignment import AlignmentModule
 from riskalign.objectives import functional as F
 from riskalign.objectives import tokens
 from riskalign.objectives.tokens import Projection
-from riskalign.reference_cache import compute_sequence_logps
+from riskalign.training.reference_cache import compute_sequence_logps
 
 OPTIM = {"lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0}
 VOCAB = 97

@@ -11,10 +11,11 @@ import torch
 from omegaconf import OmegaConf
 
 from riskalign import objectives
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 from riskalign.merge import main as merge_main
-from riskalign.models.loading import load_causal_lm, load_policy, load_reference
-from riskalign.models.lora import AdapterDisabledReference, lora_settings
+from riskalign.models.loading import load_causal_lm, load_policy
+from riskalign.models.lora import lora_settings
+from riskalign.models.references import AdapterDisabledReference, load_reference
 from riskalign.modules.alignment import AlignmentModule
 from tests.test_module import OPTIM, _datamodule
 

@@ -15,9 +15,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from riskalign import objectives
-from riskalign.config_checks import RUN_FIELDS, ConfigError, check_config
-from riskalign.config_keys import known_keys
-from riskalign.models.loading import load_causal_lm, load_policy, load_reference
+from riskalign.config.checks import RUN_FIELDS, check_config
+from riskalign.config.keys import known_keys
+from riskalign.errors import ConfigError
+from riskalign.models.loading import load_causal_lm, load_policy
+from riskalign.models.references import load_reference
 from riskalign.modules.alignment import AlignmentModule
 from riskalign.worlds.settings import check_world_settings
 from tests.conftest import CONF, compose_config

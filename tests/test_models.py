@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from riskalign.config_checks import ConfigError, check_config
+from riskalign.config.checks import check_config
+from riskalign.errors import ConfigError
 from riskalign.models import gguf
-from riskalign.resolve import model_source
+from riskalign.recipes.sources import model_source
 from tests.conftest import CONF, compose_config
 
 MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from riskalign.config_checks import ConfigError, check_config, resolve_learning_rate
+from riskalign.config.checks import check_config, resolve_learning_rate
+from riskalign.errors import ConfigError
 from riskalign.modules.optimization import build_optimizer, learning_rate_warning, warmup_steps
 from tests.conftest import CONF, compose_config
 

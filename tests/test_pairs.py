@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.loading import load_data
 from riskalign.data.pair_generation import PairSettings, generate_pairs, select_pair
+from riskalign.errors import ConfigError
 from riskalign.models.loading import load_tokenizer
 from tests.conftest import compose_config
 

@@ -8,10 +8,10 @@ import torch
 
 import riskalign.models.loading as loading
 from riskalign import objectives
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 from riskalign.objectives.functional import sequence_logps
-from riskalign.reference_cache import LOGPS_FILE, MARKER
 from riskalign.train import train
+from riskalign.training.reference_cache import LOGPS_FILE, MARKER
 from tests.conftest import compose_config
 
 

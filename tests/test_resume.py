@@ -239,8 +239,8 @@ def test_checkpoints_hold_the_state_to_resume_and_never_the_reference(smoke_env,
 
 
 def test_incomplete_and_corrupt_checkpoints_are_passed_over(tmp_path, smoke_env):
-    from riskalign.checkpoints import complete_checkpoints
-    from riskalign.resume import _newest_intact
+    from riskalign.training.checkpoints import complete_checkpoints
+    from riskalign.training.resume import _newest_intact
 
     result = run_train(*RUN, "trainer.max_steps=8", f"hydra.run.dir={tmp_path / 'run'}",
                        env=smoke_env)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 from riskalign.rewards import RewardModel, hf_classifier
 from riskalign.rewards.hf_classifier import HFClassifierReward, label_mixture
 from riskalign.rewards.vader import VaderReward

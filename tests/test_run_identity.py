@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from riskalign.run_identity import RunIdentity, job_values, run_tags, swept_keys, wandb_run_id
+from riskalign.runs.identity import RunIdentity, job_values, run_tags, swept_keys, wandb_run_id
 
 
 def test_swept_keys_are_those_with_more_than_one_value_on_the_line_or_in_the_sweeper():
@@ -48,7 +48,7 @@ def test_result_files_are_strict_json_with_null_for_what_was_not_measured(tmp_pa
     import json
     import math
 
-    from riskalign.artifacts import write_json_atomic
+    from riskalign.runs.artifacts import write_json_atomic
 
     write_json_atomic(tmp_path / "summary.json",
                       {"final": {"kl": math.nan, "reward": 0.5, "tail": [-math.inf, 1.0]},

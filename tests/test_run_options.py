@@ -18,9 +18,9 @@ from datasets import load_from_disk
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from riskalign.artifacts import build_atomically
 from riskalign.data.loading import load_raw_splits
 from riskalign.models.loading import load_policy
+from riskalign.runs.artifacts import build_atomically
 from tests.conftest import compose_config, run_train
 
 

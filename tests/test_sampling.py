@@ -9,8 +9,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from riskalign.evaluation.drift import sampled_sequence_kl
-from riskalign.evaluation.sampling import sample_completions
 from riskalign.evaluation.statistics import lower_tail_mean
+from riskalign.models.sampling import sample_completions
 from riskalign.worlds.grammar import vocabulary
 from riskalign.worlds.tokenizer import word_level_tokenizer
 

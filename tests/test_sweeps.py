@@ -84,7 +84,7 @@ def test_pareto_front_keeps_points_no_other_beats():
 
 
 def test_a_corrupt_failures_file_is_set_aside_and_the_new_failure_still_recorded(tmp_path):
-    from riskalign.sweeps import FAILURES_FILE, read_failures
+    from riskalign.runs.sweeps import FAILURES_FILE, read_failures
 
     (tmp_path / FAILURES_FILE).write_text('[{"job": 0, "error": "Val')  # cut short
     assert read_failures(tmp_path) == []

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 from riskalign.evaluation.alignment import EvalSettings
-from riskalign.evaluation.sampling import sample_completions
 from riskalign.evaluation.win_rate import win_rate
+from riskalign.models.sampling import sample_completions
 from riskalign.worlds.grammar import vocabulary
 from riskalign.worlds.tokenizer import word_level_tokenizer
 

@@ -46,9 +46,10 @@ def riskalign(workload: Workload, source: str, pairs: list[dict], objective: str
 
     from riskalign import objectives
     from riskalign.data.preference import PreferenceDataModule
-    from riskalign.models.loading import load_policy, load_reference, load_tokenizer
+    from riskalign.models.loading import load_policy, load_tokenizer
+    from riskalign.models.references import load_reference
     from riskalign.modules.alignment import AlignmentModule
-    from riskalign.reference_cache import attach_reference_logps
+    from riskalign.training.reference_cache import attach_reference_logps
 
     cfg = compose(workload, f"objective={objective}", f"optim.lr={workload.lr}",
                   "optim.warmup_steps=0", f"objective.beta={workload.beta}",

@@ -52,7 +52,7 @@ def model_and_pairs(workload: Workload) -> tuple[str, list[dict[str, str]]]:
     """(the model directory both sides load, the pairs both sides train on, in order)."""
     from datasets import load_from_disk
 
-    from riskalign.resolve import ensure_world, model_source
+    from riskalign.recipes.sources import ensure_world, model_source
 
     cfg = compose(workload)
     world = ensure_world(cfg)

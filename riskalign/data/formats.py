@@ -22,7 +22,7 @@ from datasets import Dataset, DatasetDict, Features, Value
 from datasets.fingerprint import generate_random_fingerprint
 from transformers import PreTrainedTokenizerBase
 
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 
 KIND_COLUMNS = {
     "pairs": ("prompt", "chosen", "rejected"),

@@ -17,14 +17,14 @@ from pathlib import Path
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.artifacts import content_digest, is_complete
 from riskalign.data.pair_generation import (
     DATASET_MARKER,
     PairSettings,
     generate_pairs,
     pairs_identity,
 )
-from riskalign.resolve import distinct_prompts
+from riskalign.recipes.sources import distinct_prompts
+from riskalign.runs.artifacts import content_digest, is_complete
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from datasets.exceptions import (
 )
 from transformers import PreTrainedTokenizerBase
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.file_checks import first_problem
 from riskalign.data.formats import PROBLEM_COLUMN, convert, format_kind
 from riskalign.data.records import check_on_bad_record, check_records
+from riskalign.errors import ConfigError
 
 # Builders of `datasets` by file extension; json and csv may also be compressed.
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv",

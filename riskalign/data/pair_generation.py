@@ -21,11 +21,11 @@ import torch
 from datasets import Dataset, DatasetDict
 from rich.progress import Progress
 
-from riskalign.artifacts import build_atomically, is_complete, write_json_atomic
-from riskalign.config_checks import ConfigError
-from riskalign.differences import first_difference
-from riskalign.evaluation.sampling import sample_completions
+from riskalign.config.differences import first_difference
+from riskalign.errors import ConfigError
+from riskalign.models.sampling import sample_completions
 from riskalign.rewards import RewardModel
+from riskalign.runs.artifacts import build_atomically, is_complete, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.formats import encode_prompt, is_template_text, template_marks
 from riskalign.data.resumable import ResumableLoader, ResumableSampler
+from riskalign.errors import ConfigError
 from riskalign.objectives.tokens import IGNORE_INDEX
 
 DATA_KINDS = ("pairs", "prompts")  # what the data module can train on

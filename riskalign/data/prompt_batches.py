@@ -6,8 +6,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.resumable import ResumableLoader, ResumableSampler
+from riskalign.errors import ConfigError
 
 
 def prompt_schedule(count: int, batch_size: int, iterations: int, seed: int) -> list[int]:

@@ -9,8 +9,8 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from riskalign.config_checks import ConfigError
 from riskalign.data.formats import KIND_COLUMNS, PROBLEM_COLUMN, prompt_special_tokens
+from riskalign.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

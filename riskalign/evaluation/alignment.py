@@ -13,8 +13,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from riskalign.evaluation.drift import sampled_sequence_kl
 from riskalign.evaluation.samples import ScoredSample
-from riskalign.evaluation.sampling import sample_completions
 from riskalign.evaluation.statistics import lower_tail_mean
+from riskalign.models.sampling import sample_completions
 from riskalign.rewards import RewardModel
 
 

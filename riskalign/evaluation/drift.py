@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from riskalign.evaluation.sampling import SampleBatch, position_ids
+from riskalign.models.sampling import SampleBatch, position_ids
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from riskalign.artifacts import finite_or_null, write_jsonl_atomic
+from riskalign.runs.artifacts import finite_or_null, write_jsonl_atomic
 
 SAMPLES_DIR = "samples"
 COLUMNS = ("step", "index", "prompt", "completion", "reward", "kl")

@@ -13,7 +13,7 @@ import torch
 from rich.progress import Progress
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 from riskalign.evaluation.alignment import EvalSettings
 from riskalign.rewards import RewardModel
 

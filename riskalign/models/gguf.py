@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from riskalign.artifacts import build_atomically, is_complete
+from riskalign.runs.artifacts import build_atomically, is_complete
 
 log = logging.getLogger(__name__)
 

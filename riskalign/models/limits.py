@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from riskalign.fields import ConfigError
+from riskalign.errors import ConfigError
 
 POSITION_KEYS = ("n_positions", "max_position_embeddings")  # GPT-2's; most others'
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from riskalign.config_checks import ConfigError, check_local_path
+from riskalign.config.fields import check_local_path
+from riskalign.errors import ConfigError
 from riskalign.models import gguf
 
 log = logging.getLogger(__name__)
@@ -125,53 +126,3 @@ def disable_dropout(model: torch.nn.Module) -> None:
         for name in DROPOUT_ATTRIBUTES:
             if isinstance(getattr(module, name, None), float):
                 setattr(module, name, 0.0)
-
-
-def load_reference(source: str, model_cfg, policy: PreTrainedModel):
-    """The frozen reference: with LoRA the policy's adapter-disabled forward (no second copy
-    of the weights), otherwise a second, frozen load of the same checkpoint."""
-    from riskalign.models.lora import AdapterDisabledReference, lora_settings
-
-    if lora_settings(model_cfg):
-        return AdapterDisabledReference(policy)
-    return compiled(freeze(load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation)),
-                    model_cfg)
-
-
-class ReferenceView:
-    """A callable reference that is not a module of its own (the weights belong to the policy,
-    or load later): the mode, gradient and device calls made on a reference are no-ops."""
-
-    def eval(self) -> ReferenceView:
-        return self
-
-    def train(self, mode: bool = True) -> ReferenceView:
-        return self
-
-    def requires_grad_(self, requires_grad: bool = True) -> ReferenceView:
-        return self
-
-    def to(self, *args, **kwargs) -> ReferenceView:
-        return self
-
-
-class LazyReference(ReferenceView):
-    """A reference model loaded at its first call: the evaluation's reference in a run whose
-    training reads cached log-probabilities, so a run that never evaluates KL never loads it."""
-
-    def __init__(self, load) -> None:
-        self._load = load  # () -> a frozen reference, e.g. load_reference
-        self._model: PreTrainedModel | None = None
-        self._device: torch.device | str = "cpu"
-
-    def __call__(self, *args, **kwargs):
-        if self._model is None:
-            log.info("Loading the reference model for evaluation")
-            self._model = self._load().to(self._device)
-        return self._model(*args, **kwargs)
-
-    def to(self, device) -> LazyReference:
-        self._device = device
-        if self._model is not None:
-            self._model.to(device)
-        return self

@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from riskalign.config_checks import ConfigError
-from riskalign.models.loading import ReferenceView
+from riskalign.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,27 +73,6 @@ def _linear_names(model: torch.nn.Module) -> set[str]:
     }
 
 
-class AdapterDisabledReference(ReferenceView):
-    """The frozen reference of a LoRA policy: the policy's forward with adapters disabled.
-
-    Not an nn.Module on purpose: it owns no weights, so nothing registers, saves or
-    optimizes them twice. Each call runs the base model in eval mode (no dropout)
-    without gradients, and puts the policy's mode back.
-    """
-
-    def __init__(self, policy: torch.nn.Module) -> None:
-        self.policy = policy
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        was_training = self.policy.training
-        self.policy.eval()
-        try:
-            with torch.no_grad(), self.policy.disable_adapter():
-                return self.policy(*args, **kwargs)
-        finally:
-            self.policy.train(was_training)
-
-
 def merge_adapter(adapter_dir: Path, output_dir: Path, base: str | None = None) -> Path:
     """Write a full HF checkpoint: the base model with the adapter at `adapter_dir` merged in.
 
@@ -105,7 +83,7 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base: str | None = None) 
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from riskalign.artifacts import build_atomically, check_policy
+    from riskalign.runs.artifacts import build_atomically, check_policy
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():

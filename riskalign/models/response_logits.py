@@ -20,8 +20,8 @@ import weakref
 
 import torch
 
-from riskalign.evaluation.sampling import position_ids
 from riskalign.models.packing import packed_inputs, packs_exactly
+from riskalign.models.sampling import position_ids
 from riskalign.objectives.tokens import IGNORE_INDEX, Projection
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def plain_head(model) -> torch.nn.Linear | None:
     DeepSpeed ZeRO-3, DTensor); models that transform their logits (LOGIT_TRANSFORMS);
     references that are not modules (a lazily loaded one).
     """
-    from riskalign.models.lora import AdapterDisabledReference
+    from riskalign.models.references import AdapterDisabledReference
 
     module = model.policy if isinstance(model, AdapterDisabledReference) else model
     if not isinstance(module, torch.nn.Module):

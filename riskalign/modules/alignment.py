@@ -37,7 +37,7 @@ class AlignmentModule(FrozenReference, LightningModule):
     left out of checkpoints (it is rebuilt from its config). It is None for
     objectives that never look at it (SimPO, SFT), and when batches carry the
     reference's cached sequence log-probabilities (`reference_logps`, see
-    riskalign.reference_cache); with LoRA it is the policy's adapter-disabled view.
+    riskalign.training.reference_cache); with LoRA it is the policy's adapter-disabled view.
 
     `head_in_chunks` (default True): the objective gets each model's final hidden states
     and LM head rather than its logits, and projects a chunk of positions at a time, so

@@ -19,9 +19,9 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from riskalign.evaluation.sampling import position_ids, sample_batch
 from riskalign.evaluation.statistics import lower_tail_mean
 from riskalign.models.loading import disable_dropout, freeze
+from riskalign.models.sampling import position_ids, sample_batch
 from riskalign.modules.common import FrozenReference, trainer_precision
 from riskalign.modules.optimization import build_optimizer
 from riskalign.objectives.online import OnlineSettings

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from riskalign.fields import Choice, ConfigError, Integer, Real, boolean
+from riskalign.config.fields import Choice, Integer, Real, boolean
+from riskalign.errors import ConfigError
 from riskalign.objectives.functional import LINKS, REDUCERS
 from riskalign.objectives.tokens import MEASURES, WEIGHTINGS
 

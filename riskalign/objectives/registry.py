@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from riskalign.fields import Choice
+from riskalign.config.fields import Choice
 from riskalign.objectives.config import (
     PAIR_SCHEMA,
     ROOT,

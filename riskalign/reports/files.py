@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from riskalign.artifacts import file_mode, write_text_atomic
+from riskalign.runs.artifacts import file_mode, write_text_atomic
 
 
 def write_csv_atomic(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:

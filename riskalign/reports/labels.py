@@ -19,14 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-import riskalign
+from riskalign.config import CONF
 
-OBJECTIVE_CONF = Path(riskalign.__file__).resolve().parent.parent / "conf" / "objective"
+OBJECTIVE_CONF = CONF / "objective"
 
 OWN, COMPOSED = " · ", " + "
 

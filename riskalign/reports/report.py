@@ -6,7 +6,6 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from riskalign.artifacts import write_text_atomic
 from riskalign.reports import bootstrap
 from riskalign.reports.aggregate import (
     Aggregate,
@@ -31,6 +30,7 @@ from riskalign.reports.tables import (
     write_difference_table,
     write_run_table,
 )
+from riskalign.runs.artifacts import write_text_atomic
 
 FRONTIER_PNG, TAIL_PNG, CURVES_PNG, FRONTIER_MD = (
     "frontier.png", "tail.png", "curves.png", "frontier.md")

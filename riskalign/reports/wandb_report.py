@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from riskalign.reports.runs import Run
-from riskalign.run_identity import sweep_group_name
+from riskalign.runs.identity import sweep_group_name
 
 
 def sweep_destination(sweep_dir: Path, runs: Sequence[Run]) -> dict[str, str | None]:

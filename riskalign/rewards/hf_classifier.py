@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from riskalign.config_checks import ConfigError, check_local_path
+from riskalign.config.fields import check_local_path
+from riskalign.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -33,9 +33,9 @@ from datasets import Dataset, DatasetDict
 from rich.progress import track
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from riskalign.artifacts import build_atomically, is_complete
-from riskalign.evaluation.sampling import sample_completions
+from riskalign.models.sampling import sample_completions
 from riskalign.rewards.vader import VaderReward
+from riskalign.runs.artifacts import build_atomically, is_complete
 from riskalign.worlds import grammar
 from riskalign.worlds.settings import check_world_settings
 from riskalign.worlds.tokenizer import word_level_tokenizer

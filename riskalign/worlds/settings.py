@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from riskalign.fields import Choice, ConfigError, Integer, Pair, Real
+from riskalign.config.fields import Choice, Integer, Pair, Real
+from riskalign.errors import ConfigError
 
 PREFIX = "data.world"
 POSITIVE = Integer(minimum=1)
@@ -93,7 +94,7 @@ def _refuse_unknown(node: Mapping[str, Any], block: str, prefix: str) -> None:
     for name, value in node.items():
         path = f"{block}.{name}" if block else str(name)
         if name not in allowed:
-            from riskalign.config_keys import unknown_key
+            from riskalign.config.keys import unknown_key
 
             raise unknown_key(f"{prefix}.{path}", value, allowed)
         if path in BLOCKS:

@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")

@@ -8,13 +8,13 @@ pair generation: their modules), called from `check_config`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from riskalign.fields import Choice, ConfigError, Integer, Pair, Real, boolean
+from riskalign.config.fields import Choice, Integer, Pair, Real, boolean, check_local_path
+from riskalign.errors import ConfigError
 from riskalign.modules.optimization import OPTIMIZERS, SCHEDULERS
 
 __all__ = ["ConfigError", "RUN_FIELDS", "check_config", "check_local_path"]
@@ -104,13 +104,6 @@ def check_fields(cfg: DictConfig, fields: dict[str, Any] = RUN_FIELDS) -> None:
     )
 
 
-def check_local_path(value: str, key: str) -> None:
-    """Refuse a local path (starting with . / ~) that is not there: HF would otherwise take
-    it for a hub ID and fail obscurely, after other things have loaded."""
-    if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
-        raise ConfigError(f"{key}={value!r} does not exist: must be an existing path or a hub ID")
-
-
 def _check_model_paths(cfg: DictConfig) -> None:
     """Model sources resolve (packaged files are installed) and local paths exist."""
     for key in ("name_or_path", "init_from"):
@@ -158,7 +151,7 @@ def resolve_learning_rate(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, before any model or dataset loads."""
-    from riskalign.config_keys import check_callbacks, refuse_unknown_keys
+    from riskalign.config.keys import check_callbacks, refuse_unknown_keys
 
     refuse_unknown_keys(cfg)
     check_fields(cfg)
@@ -181,10 +174,10 @@ def check_config(cfg: DictConfig) -> None:
     from riskalign.models.lora import lora_settings
 
     lora_settings(cfg.model)
-    from riskalign.strategies import check_strategy
+    from riskalign.training.strategies import check_strategy
 
     check_strategy(cfg.trainer)
-    from riskalign.resolve import check_world_model
+    from riskalign.recipes.sources import check_world_model
 
     check_world_model(cfg)
     _require(
@@ -211,7 +204,7 @@ def _check_world(cfg: DictConfig) -> None:
     _require(isinstance(cfg.data.get("world"), DictConfig),
              f"data.source=world needs a data.world block (data={cfg.data.name} has none): "
              "use data=reviews")
-    from riskalign.resolve import WORLD_MODEL
+    from riskalign.recipes.sources import WORLD_MODEL
     from riskalign.worlds.settings import check_world_settings
 
     world = check_world_settings(OmegaConf.to_container(cfg.data.world, resolve=True))

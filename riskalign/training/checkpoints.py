@@ -29,7 +29,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from riskalign.artifacts import (
+from riskalign.modules.common import progress_step
+from riskalign.runs.artifacts import (
     FILES,
     artifact_problem,
     fsync_file,
@@ -38,7 +39,6 @@ from riskalign.artifacts import (
     staging_directory,
     write_marker,
 )
-from riskalign.modules.common import progress_step
 
 log = logging.getLogger(__name__)
 

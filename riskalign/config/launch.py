@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from riskalign.cli_checks import CONF, parse_overrides
-from riskalign.fields import ConfigError
+from riskalign.config.command_line import CONF, parse_overrides
+from riskalign.errors import ConfigError
 
 # What a job check receives: the composed config of one job (with its `hydra` node).
 JobCheck = Callable[[object], None]

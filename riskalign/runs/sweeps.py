@@ -18,7 +18,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from riskalign.artifacts import write_json_atomic, write_text_atomic
+from riskalign.runs.artifacts import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

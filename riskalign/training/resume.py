@@ -23,7 +23,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.checkpoints import (
+from riskalign.config.differences import first_difference
+from riskalign.errors import ConfigError
+from riskalign.runs.locks import LOCK_FILE, is_first_process, is_locked, lock_holder
+from riskalign.training.checkpoints import (
     CHECKPOINTS_DIR,
     MARKER,
     METRICS_FILE,
@@ -32,9 +35,6 @@ from riskalign.checkpoints import (
     complete_checkpoints,
     read_checkpoint,
 )
-from riskalign.config_checks import ConfigError
-from riskalign.differences import first_difference
-from riskalign.locks import LOCK_FILE, is_first_process, is_locked, lock_holder
 
 log = logging.getLogger(__name__)
 

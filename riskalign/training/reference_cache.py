@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 
-from riskalign.artifacts import artifact_problem, build_atomically
+from riskalign.runs.artifacts import artifact_problem, build_atomically
 
 log = logging.getLogger(__name__)
 

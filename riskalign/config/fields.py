@@ -3,7 +3,7 @@ naming the key, the value and what is allowed (`ConfigError`).
 
     Real(low=0.0)("optim.lr", 0)  ->  ConfigError: optim.lr=0 is out of range: must be > 0
 
-The objectives' parameters and the run's own keys (riskalign.config_checks) are both
+The objectives' parameters and the run's own keys (riskalign.config.checks) are both
 declared with these.
 """
 
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; its message is one line."""
+from riskalign.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -128,3 +127,10 @@ class Pair:
             raise ConfigError(f"{path}={value!r} is not a pair: must be [a, b], each "
                               f"{self.item.describe()}")
         return tuple(self.item(f"{path}[{index}]", item) for index, item in enumerate(value))
+
+
+def check_local_path(value: str, key: str) -> None:
+    """Refuse a local path (starting with . / ~) that is not there: HF would otherwise take
+    it for a hub ID and fail obscurely, after other things have loaded."""
+    if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+        raise ConfigError(f"{key}={value!r} does not exist: must be an existing path or a hub ID")

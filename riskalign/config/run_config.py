@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import Container, DictConfig, OmegaConf
 
-from riskalign.cli_checks import CONF
-from riskalign.config_checks import ConfigError
+from riskalign.config.command_line import CONF
+from riskalign.errors import ConfigError
 
 # Blocks of the run beyond evaluate.yaml's that say how its own evaluation ran (device,
 # dtypes: riskalign.evaluate.evaluated_dtypes); evaluate.yaml has no defaults for them.
@@ -95,7 +95,7 @@ def with_run_choices(argv: Sequence[str]) -> list[str]:
     `policy=`, for the groups it does not name: Hydra then composes as the run did and
     checks an override such as `reward.weight=0.3` against the run's reward, not
     evaluate.yaml's default. Unchanged unless `policy=` names one directory of a run."""
-    from riskalign.cli_checks import parse_overrides
+    from riskalign.config.command_line import parse_overrides
 
     overrides = parse_overrides(argv) or []
     policy = next((item for item in overrides if item.key_or_group == "policy"), None)

@@ -18,12 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.fields import ConfigError
+from riskalign.config import CONF
+from riskalign.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CHECKED_GROUPS = ("optim", "trainer", "eval", "data", "model")
 # Blocks whose contents another checker owns: the world builder's (riskalign.worlds.settings,
-# from check_config) and the strategy's (riskalign.strategies.check_strategy).
+# from check_config) and the strategy's (riskalign.training.strategies.check_strategy).
 OPEN_BLOCKS = ("data.world", "trainer.strategy")
 # lightning.Trainer arguments a run sets itself; the refusal says what to use instead.
 TRAINER_OWNED = {

@@ -11,7 +11,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.run_identity import RunIdentity, run_tags, wandb_run_id
+from riskalign.runs.identity import RunIdentity, run_tags, wandb_run_id
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"  # the entry points' config_path="../conf"
+from riskalign.config import CONF
 
 
 class _BadCommandLine(Exception):

@@ -97,7 +97,7 @@ def wandb_run_id(run_dir: Path) -> str:
     path = Path(run_dir) / WANDB_ID_FILE
     if path.is_file():
         return path.read_text().strip()
-    from riskalign.artifacts import write_text_atomic
+    from riskalign.runs.artifacts import write_text_atomic
 
     run_id = secrets.token_hex(4)  # W&B's own ids are 8 characters of [0-9a-z]
     write_text_atomic(path, run_id + "\n")

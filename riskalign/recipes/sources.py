@@ -10,7 +10,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config_checks import ConfigError
+from riskalign.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def model_source(cfg: DictConfig, world) -> str:
     """What policy and reference load from: `model.init_from` (an SFT checkpoint) if set,
     else `model.name_or_path`; `world` is the embedded world's model; a .gguf file is
     converted once to a cached HF directory."""
-    from riskalign.artifacts import check_policy
     from riskalign.models.loading import resolve_model_source
+    from riskalign.runs.artifacts import check_policy
 
     check_world_model(cfg)
     key = "model.init_from" if cfg.model.init_from else "model.name_or_path"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from riskalign.locks import is_locked, try_lock
+from riskalign.runs.locks import is_locked, try_lock
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def check_policy(path: str | Path, key: str) -> None:
     GGUF conversion) whose marker does not match its files: a weight file changed or cut
     short since. A model directory without such a marker (an HF checkpoint from elsewhere,
     or a policy from before markers) is read as it is."""
-    from riskalign.fields import ConfigError
+    from riskalign.errors import ConfigError
 
     directory = Path(path).expanduser()
     for marker in sorted(MARKER_NAMES):

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from riskalign.config_checks import RUN_FIELDS
-from riskalign.stops import NumericalGuardError
+from riskalign.config.checks import RUN_FIELDS
+from riskalign.errors import NumericalGuardError
 
 log = logging.getLogger(__name__)
 
