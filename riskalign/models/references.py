@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from riskalign.models.loading import compiled, freeze, load_causal_lm
+from riskalign.models import loading
 from riskalign.models.lora import lora_settings
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ def load_reference(source: str, model_cfg, policy: PreTrainedModel):
     of the weights), otherwise a second, frozen load of the same checkpoint."""
     if lora_settings(model_cfg):
         return AdapterDisabledReference(policy)
-    return compiled(freeze(load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation)),
-                    model_cfg)
+    model = loading.load_causal_lm(source, model_cfg.dtype, model_cfg.attn_implementation)
+    return loading.compiled(loading.freeze(model), model_cfg)
 
 
 class ReferenceView:
