@@ -9,10 +9,12 @@ from lightning import Callback
 from transformers import AutoModelForCausalLM
 
 from riskalign import objectives
+from riskalign.config.checks import check_config
 from riskalign.errors import ConfigError, NumericalGuardError
 from riskalign.modules.alignment import AlignmentModule
 from riskalign.training.checkpoints import PeriodicCheckpoint, complete_checkpoints
 from riskalign.training.guard import NumericalGuard
+from tests.conftest import compose_config
 from tests.test_module import OPTIM, _datamodule
 
 
@@ -98,4 +100,4 @@ def test_a_stopped_run_keeps_its_last_good_checkpoint(smoke_world, tmp_path):
 
 def test_max_consecutive_must_be_positive():
     with pytest.raises(ConfigError, match=r"guard.max_consecutive=0 is out of range: must be >= 1"):
-        NumericalGuard(0)
+        check_config(compose_config("guard.max_consecutive=0"))

@@ -15,7 +15,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from riskalign.config.fields import Choice, Integer, Pair, Real, boolean, check_local_path
 from riskalign.errors import ConfigError
-from riskalign.modules.optimization import OPTIMIZERS, SCHEDULERS
+from riskalign.modules.optimization import OPTIMIZERS, SCHEDULERS, training_mode
 
 __all__ = ["ConfigError", "RUN_FIELDS", "check_config", "check_local_path"]
 
@@ -129,11 +129,6 @@ def _check_reward(cfg: DictConfig) -> None:
     from riskalign.rewards.hf_classifier import check_reward_config
 
     check_reward_config(OmegaConf.to_container(reward, resolve=True))
-
-
-def training_mode(cfg: DictConfig) -> str:
-    """"lora" when the run trains LoRA adapters, else "full": which model.lr rate applies."""
-    return "lora" if OmegaConf.select(cfg, "model.lora.enabled", default=False) else "full"
 
 
 def resolve_learning_rate(cfg: DictConfig) -> None:

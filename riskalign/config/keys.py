@@ -135,10 +135,3 @@ def check_callbacks(cfg: DictConfig) -> None:
         if not (inspect.isclass(target) and issubclass(target, Callback)):
             raise ConfigError(f"{key}._target_={entry._target_!r} is not a Lightning "
                               "Callback class")
-
-
-def build_callbacks(cfg: DictConfig) -> list[Any]:
-    """The user's callbacks, instantiated in the order the config lists them."""
-    from hydra.utils import instantiate
-
-    return [instantiate(entry) for entry in (cfg.get("callbacks") or {}).values()]

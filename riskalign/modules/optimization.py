@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from omegaconf import DictConfig, OmegaConf
+
 if TYPE_CHECKING:  # torch loads with the first optimizer: config checks import the names
     import torch
 
@@ -98,3 +100,8 @@ def learning_rate_warning(lr: float, mode: str, parameters: int,
                 f"{mode} DPO rates for a model of {parameters / 1e6:.0f}M parameters: expect "
                 "the policy to collapse within steps")
     return None
+
+
+def training_mode(cfg: DictConfig) -> str:
+    """"lora" when the run trains LoRA adapters, else "full": which model.lr rate applies."""
+    return "lora" if OmegaConf.select(cfg, "model.lora.enabled", default=False) else "full"

@@ -11,10 +11,13 @@ the model and the data come from, for every entry point.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from riskalign.config.plan import RunPlan
+if TYPE_CHECKING:  # the plan is built by riskalign.config.plan, which imports no recipe
+    from riskalign.config.plan import RunPlan
+
 
 
 def build_run(cfg: DictConfig, plan: RunPlan, run_dir: Path):

@@ -4,10 +4,10 @@ training, and an `OnlineRLModule` whose one training step is one PPO iteration."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.config.plan import RunPlan
 from riskalign.recipes.run import (
     Inputs,
     Run,
@@ -15,6 +15,9 @@ from riskalign.recipes.run import (
     load_trained_policy,
     trainer_arguments,
 )
+
+if TYPE_CHECKING:  # the plan is built by riskalign.config.plan, which imports no recipe
+    from riskalign.config.plan import RunPlan
 
 
 def build(cfg: DictConfig, plan: RunPlan, inputs: Inputs, run_dir: Path) -> Run:

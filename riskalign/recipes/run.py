@@ -91,9 +91,8 @@ def build_evaluation(cfg: DictConfig, inputs: Inputs, reference, prompts: list[s
 
 def load_trained_policy(cfg: DictConfig, inputs: Inputs):
     """The policy to train, with a warning when the learning rate looks wrong for its size."""
-    from riskalign.config.checks import training_mode
     from riskalign.models.loading import load_policy
-    from riskalign.modules.optimization import learning_rate_warning
+    from riskalign.modules.optimization import learning_rate_warning, training_mode
 
     policy = load_policy(inputs.source, cfg.model)
     mode = training_mode(cfg)

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from riskalign.config.checks import RUN_FIELDS
 from riskalign.errors import NumericalGuardError
 
 log = logging.getLogger(__name__)
@@ -22,8 +21,7 @@ log = logging.getLogger(__name__)
 
 class NumericalGuard(Callback):
     def __init__(self, max_consecutive: int) -> None:
-        self.max_consecutive = RUN_FIELDS["guard.max_consecutive"]("guard.max_consecutive",
-                                                                   max_consecutive)
+        self.max_consecutive = max_consecutive  # >= 1: check_config (RUN_FIELDS) refuses less
         self.skipped_steps = 0
         self.consecutive = 0
         self.last_finite: dict[str, float] = {}

@@ -31,7 +31,6 @@ class Fitting:
 def build_trainer(cfg: DictConfig, run, run_dir: Path, identity, resume_from) -> Fitting:
     import lightning
 
-    from riskalign.config.keys import build_callbacks
     from riskalign.training.checkpoints import PeriodicCheckpoint, StagedCheckpointIO
     from riskalign.training.guard import NumericalGuard
     from riskalign.training.loggers import build_loggers, restore_csv_rows
@@ -139,6 +138,13 @@ def run_summary(cfg: DictConfig, run, fitting: Fitting, identity, run_dir: Path,
         "data_kind": kind,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    """The user's callbacks (conf/callbacks, checked by check_config), in the config's order."""
+    from hydra.utils import instantiate
+
+    return [instantiate(entry) for entry in (cfg.get("callbacks") or {}).values()]
 
 
 def cuda_peak_gb() -> float | None:
