@@ -31,7 +31,7 @@ class Run:
     inputs: Inputs
     module: Any  # the LightningModule
     datamodule: Any
-    evaluation: Any  # riskalign.evaluation.callback.AlignmentEvaluation
+    evaluation: Any  # riskalign.training.evaluation.AlignmentEvaluation
     trainer_kwargs: dict[str, Any]  # lightning.Trainer's keywords from conf/trainer
     reference_cache: dict[str, Any] | None = None  # the reference cache's record
 
@@ -71,8 +71,8 @@ def build_evaluation(cfg: DictConfig, inputs: Inputs, reference, prompts: list[s
                      num_pairs: int, run_dir: Path, pair_batches=None):
     """The alignment-vs-drift evaluation every run records (conf/eval)."""
     from riskalign.evaluation.alignment import EvalSettings
-    from riskalign.evaluation.callback import AlignmentEvaluation, evaluation_interval
     from riskalign.models.references import LazyReference
+    from riskalign.training.evaluation import AlignmentEvaluation, evaluation_interval
 
     return AlignmentEvaluation(
         reference if cfg.eval.kl else None,
