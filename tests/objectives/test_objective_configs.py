@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from riskalign import objectives
 from riskalign.objectives import ObjectiveConfigError
+from riskalign.objectives.online import online_names
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "objective"
 
@@ -24,10 +25,17 @@ def test_names_are_the_named_objectives_of_the_spec() -> None:
 
 
 def test_there_is_one_config_file_per_named_objective() -> None:
-    from riskalign.objectives.online import online_names
-
     expected = sorted(objectives.names() + online_names())  # + PPO and RA-RLHF (online)
     assert sorted(path.stem for path in CONF.glob("*.yaml")) == expected
+
+
+@pytest.mark.parametrize("name", online_names())
+def test_the_online_config_files_build_their_settings(name: str) -> None:
+    from riskalign.objectives.online import OnlineSettings
+
+    # they configure the online module, not a loss
+    params = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    assert OnlineSettings.from_config(params).name == name
 
 
 @pytest.mark.parametrize("name", objectives.names())
@@ -209,6 +217,19 @@ def test_blocks_merge_key_by_key_and_null_switches_a_block_off() -> None:
         ),
         ("sft", {"rows": "rejected"}, "objective.rows='rejected' is not one of: chosen, all"),
         ("orpo", {}, "objective.name='orpo' is not one of: dpo, ipo, cdpo"),
+        # out of range, and names that are not one of the choices
+        ("dpo", {"beta": 0.0}, "objective.beta=0.0 is out of range: must be > 0"),
+        ("dpo", {"beta": -1}, "objective.beta=-1 is out of range: must be > 0"),
+        ("radpo", {"drift": {"tail_mass": 0.0}}, "objective.drift.tail_mass=0.0 is out of range"),
+        ("radpo", {"drift": {"tail_mass": 1.5}}, "objective.drift.tail_mass=1.5 is out of range"),
+        ("radpo", {"drift": {"measure": "erm", "mu": 0.0}}, "objective.drift.mu=0.0 is out of"),
+        ("cdpo", {"link": {"epsilon": 0.5}}, "objective.link.epsilon=0.5 is out of range"),
+        ("kldpo", {"reducer": {"tau": 0.0}}, "objective.reducer.tau=0.0 is out of range"),
+        ("drdpo", {"reducer": {"beta_prime": 0.0}}, "objective.reducer.beta_prime=0.0 is out"),
+        ("wdpo", {"penalty": {"rho0": -0.1}}, "objective.penalty.rho0=-0.1 is out of range"),
+        ("radpo", {"drift": {"measure": "var"}}, "objective.drift.measure='var' is not one of"),
+        ("dpo", {"link": {"name": "logistic"}}, "objective.link.name='logistic' is not one of"),
+        ("dpo", {"reducer": {"name": "median"}}, "objective.reducer.name='median' is not one of"),
     ],
 )
 def test_invalid_parameters_are_refused_in_one_line(

@@ -44,6 +44,30 @@ def test_link_by_hand(link: str, expected: float) -> None:
     assert float(value[0]) == pytest.approx(expected, abs=1e-12), f"{link} at h={H}, beta={BETA}"
 
 
+def link_by_hand(link: str, h: float, beta: float, epsilon: float, gamma: float) -> float:
+    """docs/objectives.md §1 at margin h, z = β·h."""
+    z = beta * h
+    return {
+        "sigmoid": -log_sigmoid(z),
+        "cdpo": -(1 - epsilon) * log_sigmoid(z) - epsilon * log_sigmoid(-z),
+        "robust": (-(1 - epsilon) * log_sigmoid(z) + epsilon * log_sigmoid(-z))
+        / (1 - 2 * epsilon),
+        "ipo": (h - 1 / (2 * beta)) ** 2,
+        "hinge": max(0.0, 1 - z),
+        "simpo": -log_sigmoid(z - gamma),
+    }[link]
+
+
+@pytest.mark.parametrize("h", [-3.0, -0.2, 0.0, 1.5, 12.0])
+def test_links_at_negative_zero_and_large_margins(h: float) -> None:
+    for link in ("sigmoid", "cdpo", "robust", "ipo", "hinge", "simpo"):
+        value = F.link_loss(
+            torch.tensor([h], dtype=torch.float64), link, beta=0.1, epsilon=0.1, gamma=0.5
+        )
+        expected = link_by_hand(link, h, beta=0.1, epsilon=0.1, gamma=0.5)
+        assert float(value[0]) == pytest.approx(expected, abs=1e-9), f"{link} at h={h}"
+
+
 def test_hinge_is_zero_past_the_margin() -> None:
     assert float(F.link_loss(torch.tensor([30.0]), "hinge", beta=0.1)[0]) == 0.0
 

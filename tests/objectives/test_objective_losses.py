@@ -182,6 +182,22 @@ def test_tdpo_is_radpo_with_the_mean_measure() -> None:
     )
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_reducers_at_their_limits_are_dpo(seed: int) -> None:
+    """KL-DRO as τ → ∞, DR-DPO as β' → ∞ and CVaR-DPO with the whole batch as its tail all
+    weigh every pair alike: the objective is DPO's."""
+    policy, ref, labels = batch(seed=seed)
+
+    def loss(name: str, **params: object) -> float:
+        objective = objectives.build(name, **params)
+        return float(objective.loss_from_logits(policy, ref, labels)[0].detach())
+
+    dpo = loss("dpo")
+    assert loss("kldpo", reducer={"tau": 1e6}) == pytest.approx(dpo, abs=1e-6)
+    assert loss("drdpo", reducer={"beta_prime": 1e6}) == pytest.approx(dpo, abs=1e-5)
+    assert loss("cvar_dpo", reducer={"tail_mass": 1.0}) == pytest.approx(dpo, abs=1e-9)
+
+
 @pytest.mark.parametrize("name", ["cdpo", "rdpo"])
 def test_label_noise_objectives_with_zero_epsilon_are_dpo(name: str) -> None:
     policy, ref, labels = batch(seed=6)
@@ -285,6 +301,8 @@ def test_metrics_are_detached_scalars_with_trl_names(name: str) -> None:
         assert value.dim() == 0 and not value.requires_grad, f"{key} must be a detached scalar"
     assert metrics["loss"] == loss.detach()
     assert loss.requires_grad and loss.dim() == 0
+    if name == "wdpo":  # rho0 = 0.01 by default
+        assert float(metrics["penalty/wasserstein"]) > 0
 
 
 def test_kl_metrics_are_the_sequential_kl() -> None:
