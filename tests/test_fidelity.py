@@ -77,13 +77,14 @@ def test_the_module_counts_with_the_released_index_base_when_asked():
 @pytest.mark.parametrize(
     "override, message",
     [({"risk": {"index_base": 2}},
-      "objective.risk.index_base=2 is out of range: must be 0 (released scripts) or 1 (paper)"),
-     ({"risk": {"index_base": True}}, "objective.risk.index_base=True is out of range"),
-     ({"risk": {"index_base": "0"}}, "objective.risk.index_base='0' is out of range"),
+      "objective.risk.index_base=2 is out of range: must be one of 0, 1"),
+     ({"risk": {"index_base": True}}, "objective.risk.index_base=True is not an integer"),
+     ({"risk": {"index_base": "0"}}, "objective.risk.index_base='0' is not an integer"),
      ({"whiten_unbiased": "yes"},
-      "objective.whiten_unbiased='yes' is out of range: must be true or false"),
-     ({"whiten_unbiased": 1}, "objective.whiten_unbiased=1 is out of range"),
-     ({"risk": {"index_bas": 0}}, "objective.risk.index_bas is not a setting of RiskSchedule")],
+      "objective.whiten_unbiased='yes' is not a boolean: must be true or false"),
+     ({"whiten_unbiased": 1}, "objective.whiten_unbiased=1 is not a boolean"),
+     ({"risk": {"index_bas": 0}},
+      "objective.risk.index_bas=0 is not a known key: allowed keys are alpha, warmup, rho")],
 )
 def test_bad_fidelity_settings_are_refused_in_one_line(override, message):
     config = online_config("ra_rlhf")

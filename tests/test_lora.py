@@ -136,14 +136,30 @@ def test_saving_writes_the_adapter_and_merge_writes_a_full_checkpoint(smoke_worl
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"rank": 0}, "model.lora.rank=0 is invalid: must be an integer >= 1"),
+    ({"rank": 0}, "model.lora.rank=0 is out of range: must be >= 1"),
     ({"dropout": 1.0}, "model.lora.dropout=1.0 is out of range: must be in [0, 1)"),
+    ({"alpha": 0}, "model.lora.alpha=0 is out of range: must be > 0"),
     ({"target_modules": []}, "model.lora.target_modules is empty"),
+    ({"rnak": 8}, "model.lora.rnak=8 is not a known key: allowed keys are rank, alpha"),
+    # wrong types: each setting's field refuses them
+    ({"rank": 2.0}, "model.lora.rank=2.0 is not an integer: must be >= 1"),
+    ({"alpha": "32"}, "model.lora.alpha='32' is not a finite number: must be > 0"),
+    ({"dropout": True}, "model.lora.dropout=True is not a finite number"),
+    ({"target_modules": [7]}, "model.lora.target_modules[0]=7 is not a name"),
+    ({"target_modules": 7}, "model.lora.target_modules=7 is not a list of module names"),
+    ({"enabled": "yes"}, "model.lora.enabled='yes' is not a boolean: must be true or false"),
 ])
 def test_bad_lora_settings_are_refused_in_one_line(change, message):
     with pytest.raises(ConfigError) as error:
         lora_settings(_lora_model_cfg(**change))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_lora_settings_are_peft_arguments_and_none_when_off():
+    assert lora_settings(_lora_model_cfg(target_modules="c_attn")) == {
+        "r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0, "target_modules": ["c_attn"]}
+    assert lora_settings(_lora_model_cfg(enabled=False)) is None
+    assert lora_settings(OmegaConf.create({"dtype": "float32"})) is None
 
 
 def test_a_target_module_the_model_lacks_is_refused_with_the_names_it_has(smoke_world):

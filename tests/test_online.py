@@ -67,7 +67,16 @@ def test_soft_risk_keep_rounds_up_exact_products():
      ({"clip_range": 0}, "objective.clip_range=0 is out of range"),
      ({"lam": 2.0}, "objective.lam=2.0 is out of range"),
      ({"kl_target": -1.0}, "objective.kl_target=-1.0 is out of range"),
-     ({"entropy_coef": 0.1}, "objective.entropy_coef is not a setting")],
+     ({"entropy_coef": 0.1}, "objective.entropy_coef=0.1 is not a known key: allowed keys are "
+                             "name, batch_size,"),
+     ({"risk": None}, "objective.risk=None is not a block: must be a mapping of alpha, warmup"),
+     # wrong types: each setting's field refuses them
+     ({"batch_size": 64.5}, "objective.batch_size=64.5 is not an integer: must be >= 1"),
+     ({"ppo_epochs": True}, "objective.ppo_epochs=True is not an integer"),
+     ({"risk": {"warmup": 1.5}}, "objective.risk.warmup=1.5 is not an integer: must be >= 0"),
+     ({"temperature": "hot"}, "objective.temperature='hot' is not a finite number: must be > 0"),
+     ({"kl_target": float("nan")}, "objective.kl_target=nan is not a finite number"),
+     ({"name": "dpo"}, "objective.name='dpo' is not one of: ppo, ra_rlhf")],
 )
 def test_bad_online_settings_are_refused_in_one_line(override, message):
     config = dict(compose_config("objective=ra_rlhf").objective)

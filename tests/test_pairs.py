@@ -58,15 +58,28 @@ def test_bradley_terry_prefers_the_higher_reward_at_the_stated_rate():
     "block, message",
     [
         ({"selection": "random"}, "pairs.selection='random' is not one of: best_worst"),
-        ({"samples_per_prompt": 1}, "pairs.samples_per_prompt=1 is invalid: must be >= 2"),
-        ({"bt_temperature": 0.0}, "pairs.bt_temperature=0.0 is invalid"),
-        ({"sample_count": 3}, "pairs.sample_count is not a setting"),
+        ({"samples_per_prompt": 1}, "pairs.samples_per_prompt=1 is out of range: must be >= 2"),
+        ({"bt_temperature": 0.0}, "pairs.bt_temperature=0.0 is out of range: must be > 0"),
+        ({"max_prompts": 0}, "pairs.max_prompts=0 is out of range: must be >= 1 or null"),
+        ({"sample_count": 3}, "pairs.sample_count=3 is not a known key: allowed keys are "
+                              "samples_per_prompt, selection,"),
+        # wrong types: each setting's field refuses them
+        ({"samples_per_prompt": 2.5}, "pairs.samples_per_prompt=2.5 is not an integer"),
+        ({"shard_size": "8"}, "pairs.shard_size='8' is not an integer: must be >= 1"),
+        ({"seed": -1}, "pairs.seed=-1 is out of range: must be >= 0"),
+        ({"temperature": None}, "pairs.temperature=None is not a finite number: must be >= 0"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(block, message):
     with pytest.raises(ConfigError) as error:
         PairSettings.from_config(block)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_training_block_is_refused_under_its_own_key():
+    with pytest.raises(ConfigError, match=r"^data\.generate\.samples_per_prompt=2\.5 is not an "):
+        PairSettings.from_config({"samples_per_prompt": 2.5}, key="data.generate")
+    assert PairSettings.from_config({"bt_temperature": 2}).bt_temperature == 2.0
 
 
 @pytest.fixture(scope="module")

@@ -198,10 +198,33 @@ def test_emotion_config_instantiates_with_digit_string_override(emotion_dir):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"batch_size": 0}, r"^reward\.batch_size=0 is invalid"),
-     ({"max_length": -1}, r"^reward\.max_length=-1 is invalid"),
-     ({"dtype": "float64"}, r"^reward\.dtype='float64' is not one of: float32, float16")],
+    [({"batch_size": 0}, r"^reward\.batch_size=0 is out of range: must be >= 1$"),
+     ({"max_length": -1}, r"^reward\.max_length=-1 is out of range"),
+     ({"dtype": "float64"}, r"^reward\.dtype='float64' is not one of: float32, bfloat16, float16$"),
+     ({"batch_size": 8.5}, r"^reward\.batch_size=8\.5 is not an integer: must be >= 1$"),
+     ({"max_length": "512"}, r"^reward\.max_length='512' is not an integer"),
+     ({"text_pair": "no"}, r"^reward\.text_pair='no' is not a boolean"),
+     ({"device": None}, r"^reward\.device=None is not a name"),
+     ({"batchsize": 8}, r"^reward\.batchsize=8 is not a known key: allowed keys are batch_size,")],
 )
 def test_bad_knobs_are_refused(classifier_dir, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         HFClassifierReward(str(classifier_dir), {1: 1.0}, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("reward", "override", "match"),
+    [("distilbert-imdb", "reward.batch_size=8.5", r"^reward\.batch_size=8\.5 is not an integer"),
+     ("distilbert-imdb", "reward.dtype=float64", r"^reward\.dtype='float64' is not one of"),
+     ("emotion_mixture", "reward.weight=2", r"^reward\.weight=2 is out of range: must be in"),
+     ("emotion_mixture", "reward.max_length=0", r"^reward\.max_length=0 is out of range")],
+)
+def test_a_reward_config_is_checked_before_anything_loads(reward, override, match):
+    cfg = compose_config(f"reward={reward}", override).reward
+    with pytest.raises(ConfigError, match=match):
+        hf_classifier.check_reward_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_a_label_weight_must_be_a_number(classifier_dir):
+    with pytest.raises(ConfigError, match=r"^reward\.label_weights\.1='1' is not a finite number"):
+        HFClassifierReward(str(classifier_dir), {1: "1"})

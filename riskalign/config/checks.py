@@ -13,7 +13,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from riskalign.config.fields import Choice, Integer, Pair, Real, boolean, check_local_path
+from riskalign.config.fields import (
+    DTYPES,
+    ON_BAD_RECORD,
+    Choice,
+    Integer,
+    Pair,
+    Real,
+    boolean,
+    check_local_path,
+)
 from riskalign.errors import ConfigError
 from riskalign.modules.optimization import OPTIMIZERS, SCHEDULERS, training_mode
 
@@ -21,8 +30,6 @@ __all__ = ["ConfigError", "RUN_FIELDS", "check_config", "check_local_path"]
 
 WANDB_MODES = ("online", "offline", "disabled")
 DATA_SOURCES = ("world", "path", "generated")
-BAD_RECORD_POLICIES = ("error", "drop")
-DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true",
@@ -34,7 +41,7 @@ POSITIVE = Integer(minimum=1)
 RUN_FIELDS: dict[str, Any] = {
     "seed": SEEDS,
     "data.source": Choice(DATA_SOURCES),
-    "data.on_bad_record": Choice(BAD_RECORD_POLICIES),
+    "data.on_bad_record": Choice(ON_BAD_RECORD),
     "data.batch_size": POSITIVE,
     "data.eval_batch_size": POSITIVE,
     "data.max_length": POSITIVE,

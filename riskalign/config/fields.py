@@ -3,18 +3,29 @@ naming the key, the value and what is allowed (`ConfigError`).
 
     Real(low=0.0)("optim.lr", 0)  ->  ConfigError: optim.lr=0 is out of range: must be > 0
 
-The objectives' parameters and the run's own keys (riskalign.config.checks) are both
-declared with these.
+A settings block is a frozen dataclass whose fields are declared with `setting(default,
+check)`, its types and ranges beside its defaults; `read_settings` reads a config's block
+into one. The objectives' parameters, the run's own keys (riskalign.config.checks) and every
+settings block are declared with these.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from riskalign.errors import ConfigError
+
+# Choices that more than one layer checks, named once here: the leaf every layer may import.
+DTYPES = ("float32", "bfloat16", "float16")  # model.dtype, reward.dtype
+ON_BAD_RECORD = ("error", "drop")  # data.on_bad_record
+
+Check = Callable[[str, Any], Any]
+Settings = TypeVar("Settings")
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,12 @@ def boolean(path: str, value: Any) -> bool:
     return value
 
 
+def text(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}={value!r} is not a name: must be a non-empty string")
+    return value
+
+
 @dataclass(frozen=True)
 class Pair:
     """Two values, each checked by `item` (Adam's betas)."""
@@ -134,3 +151,65 @@ def check_local_path(value: str, key: str) -> None:
     it for a hub ID and fail obscurely, after other things have loaded."""
     if value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
         raise ConfigError(f"{key}={value!r} does not exist: must be an existing path or a hub ID")
+
+
+# ---- settings blocks -------------------------------------------------------------------------
+
+REQUIRED = dataclasses.MISSING  # the default of a setting the block must give
+
+
+def setting(default: Any, check: Check) -> Any:
+    """A field of a settings dataclass: its default (or REQUIRED) and the check of its values."""
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+def read_settings(settings: type[Settings], path: str, given: Mapping[str, Any]) -> Settings:
+    """The block `given` (found at `path`) as a `settings` dataclass: unknown keys refused,
+    absent ones given their default, every value passed through its field's check."""
+    declared = dataclasses.fields(settings)
+    refuse_unknown(path, given, [field.name for field in declared])
+    values = {}
+    for field in declared:
+        if field.name in given:
+            value = given[field.name]
+        elif field.default is not REQUIRED:
+            value = field.default
+        else:
+            raise ConfigError(f"{path}.{field.name} is not set: {settings.__name__} has no default "
+                              "for it")
+        values[field.name] = field.metadata["check"](f"{path}.{field.name}", value)
+    return settings(**values)
+
+
+def check_settings(instance: Any, path: str) -> None:
+    """The fields of a settings dataclass built in code rather than read, each checked."""
+    for field in dataclasses.fields(instance):
+        field.metadata["check"](f"{path}.{field.name}", getattr(instance, field.name))
+
+
+def declared_settings(settings: type) -> dict[str, tuple[Any, Check]]:
+    """{name: (default, check)} of a settings dataclass, for a schema that shares its fields."""
+    return {field.name: (field.default, field.metadata["check"])
+            for field in dataclasses.fields(settings)}
+
+
+def refuse_unknown(path: str, given: Mapping[str, Any], allowed: list[str]) -> None:
+    for key in given:
+        if key not in allowed:
+            raise ConfigError(f"{path}.{key}={given[key]!r} is not a known key: allowed keys are "
+                              f"{', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A settings block inside another (objective.risk): a mapping read as `settings`."""
+
+    settings: type
+
+    def __call__(self, path: str, value: Any) -> Any:
+        if isinstance(value, self.settings):  # the default, already checked
+            return value
+        if not isinstance(value, Mapping):
+            names = ", ".join(field.name for field in dataclasses.fields(self.settings))
+            raise ConfigError(f"{path}={value!r} is not a block: must be a mapping of {names}")
+        return read_settings(self.settings, path, value)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from datasets import Dataset, DatasetDict
 from rich.progress import Progress
 
 from riskalign.config.differences import first_difference
+from riskalign.config.fields import Choice, Integer, Real, read_settings, setting
 from riskalign.errors import ConfigError
 from riskalign.models.sampling import sample_completions
 from riskalign.rewards import RewardModel
@@ -38,40 +39,20 @@ IDENTITY_FILE = "identity.json"  # written first: what the shards were made with
 class PairSettings:
     """How pairs are drawn (the `pairs` block of conf/pairs.yaml, `data.generate` in training)."""
 
-    samples_per_prompt: int = 4
-    selection: str = "best_worst"  # best_worst | bradley_terry
-    bt_temperature: float = 1.0  # Bradley-Terry: P(a > b) = sigmoid((r_a - r_b) / T)
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    seed: int = 0
-    batch_size: int = 64  # sequences per sampling batch
-    shard_size: int = 256  # prompts per resumable shard
-    max_prompts: int | None = None  # per split; None: all
+    samples_per_prompt: int = setting(4, Integer(minimum=2))
+    selection: str = setting("best_worst", Choice(SELECTIONS))
+    # Bradley-Terry: P(a > b) = sigmoid((r_a - r_b) / T)
+    bt_temperature: float = setting(1.0, Real(low=0.0))
+    max_new_tokens: int = setting(24, Integer())
+    temperature: float = setting(1.0, Real(low=0.0, low_open=False))  # 0: greedy
+    seed: int = setting(0, Integer(minimum=0))
+    batch_size: int = setting(64, Integer())  # sequences per sampling batch
+    shard_size: int = setting(256, Integer())  # prompts per resumable shard
+    max_prompts: int | None = setting(None, Integer(nullable=True))  # per split; None: all
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any], key: str = "pairs") -> PairSettings:
-        unknown = sorted(set(block) - {field.name for field in fields(cls)})
-        if unknown:
-            allowed = ", ".join(field.name for field in fields(cls))
-            raise ConfigError(f"{key}.{unknown[0]} is not a setting: use {allowed}")
-        settings = cls(**block)
-        settings.check(key)
-        return settings
-
-    def check(self, key: str) -> None:
-        if self.selection not in SELECTIONS:
-            raise ConfigError(
-                f"{key}.selection={self.selection!r} is not one of: {', '.join(SELECTIONS)}"
-            )
-        if self.samples_per_prompt < 2:
-            raise ConfigError(
-                f"{key}.samples_per_prompt={self.samples_per_prompt} is invalid: must be >= 2"
-            )
-        for name in ("max_new_tokens", "batch_size", "shard_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{key}.{name}={getattr(self, name)} is invalid: must be >= 1")
-        if self.bt_temperature <= 0:
-            raise ConfigError(f"{key}.bt_temperature={self.bt_temperature} is invalid: must be > 0")
+        return read_settings(cls, key, block)
 
 
 def select_pair(

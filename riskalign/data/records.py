@@ -9,12 +9,12 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
+from riskalign.config.fields import ON_BAD_RECORD, Choice
 from riskalign.data.formats import KIND_COLUMNS, PROBLEM_COLUMN, prompt_special_tokens
 from riskalign.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ON_BAD_RECORD = ("error", "drop")
 SHOWN_EXAMPLES = 5
 BATCH_SIZE = 1000
 # More unknown tokens than this and the tokenizer's vocabulary does not cover the text
@@ -24,8 +24,7 @@ UNKNOWN_SAMPLE = 1000  # records per split, evenly spaced: a rate needs no full 
 
 
 def check_on_bad_record(value: Any) -> None:
-    if value not in ON_BAD_RECORD:
-        raise ConfigError(f"data.on_bad_record={value!r} is not one of: {', '.join(ON_BAD_RECORD)}")
+    Choice(ON_BAD_RECORD)("data.on_bad_record", value)
 
 
 def check_records(

@@ -10,19 +10,16 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from riskalign.config.fields import check_local_path
+from riskalign.config.fields import DTYPES, Choice, check_local_path
 from riskalign.errors import ConfigError
 from riskalign.models import gguf
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ConfigError(f"model.dtype={name!r} is not one of: {', '.join(DTYPES)}")
-    return DTYPES[name]
+def torch_dtype(name: str, key: str = "model.dtype") -> torch.dtype:
+    """The torch dtype a config's dtype names (each of DTYPES is torch's name for it)."""
+    return getattr(torch, Choice(DTYPES)(key, name))
 
 
 def is_local(name_or_path: str) -> bool:

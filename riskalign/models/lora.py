@@ -9,37 +9,48 @@ instead of two.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from riskalign.config.fields import REQUIRED, Integer, Real, boolean, read_settings, setting, text
 from riskalign.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
+def _module_names(path: str, value: Any) -> tuple[str, ...]:
+    """The names of the modules to adapt: a list of names, or one name alone."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, Sequence):
+        raise ConfigError(f"{path}={value!r} is not a list of module names")
+    if not names:
+        raise ConfigError(f"{path} is empty: name the modules to adapt, e.g. [q_proj, v_proj]")
+    return tuple(text(f"{path}[{index}]", name) for index, name in enumerate(names))
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """model.lora: the values come from the model's config (conf/model/*.yaml)."""
+
+    rank: int = setting(REQUIRED, Integer())
+    alpha: float = setting(REQUIRED, Real(low=0.0))
+    dropout: float = setting(REQUIRED, Real(low=0.0, high=1.0, low_open=False, high_open=True))
+    target_modules: tuple[str, ...] = setting(REQUIRED, _module_names)
+    enabled: bool = setting(False, boolean)
+
+
 def lora_settings(model_cfg: Any) -> dict[str, Any] | None:
-    """The model config's LoRA block as plain values, or None when LoRA is off."""
+    """The model config's LoRA block as peft's LoraConfig arguments, or None when LoRA is off."""
     lora = model_cfg.get("lora") if hasattr(model_cfg, "get") else None
-    if not lora or not lora.get("enabled", False):
+    if not lora or not boolean("model.lora.enabled", lora.get("enabled", False)):
         return None
-    rank, alpha, dropout = lora["rank"], lora["alpha"], lora["dropout"]
-    if not isinstance(rank, int) or rank < 1:
-        raise ConfigError(f"model.lora.rank={rank!r} is invalid: must be an integer >= 1")
-    if not alpha > 0:
-        raise ConfigError(f"model.lora.alpha={alpha!r} is invalid: must be > 0")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"model.lora.dropout={dropout!r} is out of range: must be in [0, 1)")
-    targets = lora["target_modules"]
-    if isinstance(targets, str):
-        targets = [targets]
-    if not targets:
-        raise ConfigError(
-            "model.lora.target_modules is empty: name the modules to adapt, e.g. [q_proj, v_proj]"
-        )
-    return {"r": rank, "lora_alpha": alpha, "lora_dropout": dropout,
-            "target_modules": list(targets)}
+    settings = read_settings(LoraSettings, "model.lora", lora)
+    return {"r": settings.rank, "lora_alpha": settings.alpha, "lora_dropout": settings.dropout,
+            "target_modules": list(settings.target_modules)}
 
 
 def add_lora(model: torch.nn.Module, settings: dict[str, Any]) -> torch.nn.Module:

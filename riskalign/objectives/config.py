@@ -18,10 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from riskalign.config.fields import Choice, Integer, Real, boolean
+from riskalign.config.fields import (
+    Choice,
+    Integer,
+    Real,
+    boolean,
+    declared_settings,
+    refuse_unknown,
+)
 from riskalign.errors import ConfigError
 from riskalign.objectives.functional import LINKS, REDUCERS
-from riskalign.objectives.tokens import MEASURES, WEIGHTINGS
+from riskalign.objectives.tokens import MEASURES, DriftSpec
 
 ROOT = "objective"
 
@@ -33,6 +40,7 @@ class ObjectiveConfigError(ConfigError):
 Check = Callable[[str, Any], Any]
 Field = tuple[Any, Check]
 Schema = dict[str, "Field | dict[str, Field]"]
+SPEC = declared_settings(DriftSpec)  # the drift measure's own fields, as DriftSpec checks them
 
 PAIR_SCHEMA: Schema = {
     "beta": (0.1, Real(low=0.0)),
@@ -45,12 +53,12 @@ PAIR_SCHEMA: Schema = {
     },
     "drift": {
         "measure": (None, Choice(MEASURES, nullable=True)),
-        "tail_mass": (0.95, Real(low=0.0, high=1.0)),
-        "mu": (1.0, Real(low=0.0)),
+        "tail_mass": SPEC["tail_mass"],
+        "mu": SPEC["mu"],
         "variant": (2, Integer(options=(1, 2))),
         "alpha": (0.5, Real(low=0.0)),
-        "weighting": ("probability", Choice(WEIGHTINGS)),
-        "normalize": (True, boolean),
+        "weighting": SPEC["weighting"],
+        "normalize": SPEC["normalize"],
     },
     "reducer": {
         "name": ("mean", Choice(REDUCERS)),
@@ -92,7 +100,7 @@ def resolve(
 
     base must be complete (as from `defaults`). Raises ObjectiveConfigError.
     """
-    _refuse_unknown(ROOT, overrides, ["name", *schema])  # name is build()'s own argument
+    checked(refuse_unknown, ROOT, overrides, ["name", *schema])  # name: build()'s own argument
     resolved: dict[str, Any] = {}
     for key, field in schema.items():
         path = f"{ROOT}.{key}"
@@ -104,7 +112,7 @@ def resolve(
         if value is None and key in SWITCHES:
             block[SWITCHES[key]] = None
         elif isinstance(value, Mapping):
-            _refuse_unknown(path, value, field)
+            checked(refuse_unknown, path, value, list(field))
             block.update(value)
         else:
             allowed = "a mapping or null" if key in SWITCHES else "a mapping"
@@ -116,19 +124,9 @@ def resolve(
     return resolved
 
 
-def checked(check: Check, path: str, value: Any) -> Any:
-    """`check(path, value)`, its refusal raised as an ObjectiveConfigError."""
+def checked(check: Callable[..., Any], *arguments: Any) -> Any:
+    """`check(*arguments)`, its refusal raised as an ObjectiveConfigError."""
     try:
-        return check(path, value)
+        return check(*arguments)
     except ConfigError as error:
         raise ObjectiveConfigError(str(error)) from None
-
-
-def _refuse_unknown(
-    path: str, given: Mapping[str, Any], allowed: Mapping[str, Any] | list[str]
-) -> None:
-    for key, value in given.items():
-        if key not in allowed:
-            raise ObjectiveConfigError(
-                f"{path}.{key}={value!r} is not a known key: allowed keys are {', '.join(allowed)}"
-            )

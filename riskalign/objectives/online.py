@@ -8,13 +8,27 @@ with risk level α = 1: every episode kept at every iteration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from riskalign.objectives.config import ObjectiveConfigError
+from riskalign.config.fields import (
+    REQUIRED,
+    Block,
+    Choice,
+    Integer,
+    Real,
+    boolean,
+    read_settings,
+    setting,
+)
+from riskalign.objectives.config import ObjectiveConfigError, checked
 from riskalign.objectives.functional import soft_risk_keep
 
 ONLINE = ("ppo", "ra_rlhf")
+POSITIVE = Integer(minimum=1)
+POSITIVE_REAL = Real(low=0.0)
+FRACTION = Real(low=0.0, high=1.0)  # (0, 1]
+UNIT_INTERVAL = Real(low=0.0, high=1.0, low_open=False)  # [0, 1]
 
 
 def online_names() -> list[str]:
@@ -31,10 +45,10 @@ class RiskSchedule:
     one iteration later; docs/objectives.md §8).
     """
 
-    alpha: float = 1.0
-    warmup: int = 0
-    rho: float = 0.95
-    index_base: int = 1
+    alpha: float = setting(1.0, FRACTION)
+    warmup: int = setting(0, Integer(minimum=0))
+    rho: float = setting(0.95, FRACTION)
+    index_base: int = setting(1, Integer(minimum=0, options=(0, 1)))
 
     def keep(self, completed: int, batch_size: int, total_iterations: int) -> int:
         """Episodes kept at the PPO iteration that follows `completed` ones (0: the first)."""
@@ -44,74 +58,33 @@ class RiskSchedule:
 
 @dataclass(frozen=True)
 class OnlineSettings:
-    name: str
-    batch_size: int = 64  # B: prompts, one episode each, per iteration
-    minibatch_size: int = 64
-    ppo_epochs: int = 4
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    value_clip_range: float = 0.2
-    value_coef: float = 0.1
-    kl_coef: float = 0.2  # initial β_kl of the per-token KL penalty
-    kl_target: float | None = 6.0  # adaptive controller; None: fixed β_kl
-    kl_horizon: int = 10_000
+    name: str = setting(REQUIRED, Choice(ONLINE))
+    batch_size: int = setting(64, POSITIVE)  # B: prompts, one episode each, per iteration
+    minibatch_size: int = setting(64, POSITIVE)  # at most batch_size
+    ppo_epochs: int = setting(4, POSITIVE)
+    max_new_tokens: int = setting(24, POSITIVE)
+    temperature: float = setting(1.0, POSITIVE_REAL)
+    gamma: float = setting(1.0, UNIT_INTERVAL)
+    lam: float = setting(0.95, UNIT_INTERVAL)
+    clip_range: float = setting(0.2, POSITIVE_REAL)
+    value_clip_range: float = setting(0.2, POSITIVE_REAL)
+    value_coef: float = setting(0.1, POSITIVE_REAL)
+    kl_coef: float = setting(0.2, Real(low=0.0, low_open=False))  # initial β_kl of the KL penalty
+    # adaptive controller; None: fixed β_kl
+    kl_target: float | None = setting(6.0, Real(low=0.0, nullable=True))
+    kl_horizon: int = setting(10_000, POSITIVE)
     # Whitening variance of the kept advantages: biased (1/n, default) or Bessel-corrected
     # (1/(n − 1), the released code's trl); n counts kept response tokens.
-    whiten_unbiased: bool = False
-    risk: RiskSchedule = RiskSchedule()
+    whiten_unbiased: bool = setting(False, boolean)
+    risk: RiskSchedule = setting(RiskSchedule(), Block(RiskSchedule))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> OnlineSettings:
-        config = dict(config)
-        if config.get("name") not in ONLINE:
+        """The objective block as settings; refusals are one-line ObjectiveConfigErrors."""
+        settings = checked(read_settings, cls, "objective", config)
+        if settings.minibatch_size > settings.batch_size:
             raise ObjectiveConfigError(
-                f"objective.name={config.get('name')!r} is not one of: {', '.join(ONLINE)}"
+                f"objective.minibatch_size={settings.minibatch_size} is out of range: must be "
+                f"<= objective.batch_size={settings.batch_size}"
             )
-        _refuse_unknown(config, cls, "objective")
-        risk = dict(config.pop("risk", {}) or {})
-        _refuse_unknown(risk, RiskSchedule, "objective.risk")
-        settings = cls(**config, risk=RiskSchedule(**risk))
-        settings.check()
         return settings
-
-    def check(self) -> None:
-        for key in ("batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "kl_horizon"):
-            _require(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
-        _require(self.minibatch_size <= self.batch_size, "minibatch_size", self.minibatch_size,
-                 f"<= objective.batch_size={self.batch_size}")
-        _require(self.temperature > 0, "temperature", self.temperature, "> 0")
-        for key in ("gamma", "lam"):
-            _require(0 <= getattr(self, key) <= 1, key, getattr(self, key), "in [0, 1]")
-        for key in ("clip_range", "value_clip_range", "value_coef"):
-            _require(getattr(self, key) > 0, key, getattr(self, key), "> 0")
-        _require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
-        _require(self.kl_target is None or self.kl_target > 0, "kl_target", self.kl_target,
-                 "null or > 0")
-        _require(0 < self.risk.alpha <= 1, "risk.alpha", self.risk.alpha, "in (0, 1]")
-        _require(0 < self.risk.rho <= 1, "risk.rho", self.risk.rho, "in (0, 1]")
-        _require(self.risk.warmup >= 0, "risk.warmup", self.risk.warmup, "an integer >= 0")
-        _require(_is_int(self.risk.index_base) and self.risk.index_base in (0, 1),
-                 "risk.index_base", self.risk.index_base, "0 (released scripts) or 1 (paper)")
-        _require(isinstance(self.whiten_unbiased, bool), "whiten_unbiased", self.whiten_unbiased,
-                 "true or false")
-
-
-def _refuse_unknown(config: dict[str, Any], cls: type, prefix: str) -> None:
-    allowed = [field.name for field in fields(cls)]
-    for key in config:
-        if key not in allowed:
-            raise ObjectiveConfigError(
-                f"{prefix}.{key} is not a setting of {cls.__name__}: use {', '.join(allowed)}"
-            )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ObjectiveConfigError(f"objective.{key}={value!r} is out of range: must be {allowed}")

@@ -37,6 +37,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from riskalign.config.fields import REQUIRED, Choice, Real, boolean, check_settings, setting
+
 IGNORE_INDEX = -100
 MEASURES = ("mean", "cvar", "erm")
 WEIGHTINGS = ("probability", "uniform")
@@ -65,21 +67,14 @@ class DriftSpec:
     Σ p·Δ by `tail_mass`. Only `cvar` reads those three; only `erm` reads `mu`.
     """
 
-    measure: str
-    tail_mass: float = 0.95
-    mu: float = 1.0
-    weighting: str = "probability"
-    normalize: bool = True
+    measure: str = setting(REQUIRED, Choice(MEASURES))
+    tail_mass: float = setting(0.95, Real(low=0.0, high=1.0))
+    mu: float = setting(1.0, Real(low=0.0))
+    weighting: str = setting("probability", Choice(WEIGHTINGS))
+    normalize: bool = setting(True, boolean)
 
     def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise ValueError(f"measure={self.measure!r} is not one of: {', '.join(MEASURES)}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting={self.weighting!r} is not one of: {', '.join(WEIGHTINGS)}")
-        if not 0.0 < self.tail_mass <= 1.0:
-            raise ValueError(f"tail_mass={self.tail_mass!r} is out of range: must be in (0, 1]")
-        if not self.mu > 0.0:
-            raise ValueError(f"mu={self.mu!r} is out of range: must be > 0")
+        check_settings(self, "drift")  # refusals are ConfigErrors, so ValueErrors
 
 
 @dataclass(frozen=True)

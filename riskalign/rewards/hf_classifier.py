@@ -11,15 +11,39 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from riskalign.config.fields import check_local_path
+from riskalign.config.fields import (
+    DTYPES,
+    Choice,
+    Integer,
+    Real,
+    boolean,
+    check_local_path,
+    read_settings,
+    setting,
+    text,
+)
 from riskalign.errors import ConfigError
+from riskalign.models.loading import torch_dtype, unpickling_refusal
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MIXTURE_WEIGHT = Real(low=0.0, high=1.0, low_open=False)  # [0, 1]
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How a classifier reward reads texts: the keys of its config (conf/reward) beside the
+    classifier itself (name_or_path) and its labels."""
+
+    batch_size: int = setting(32, Integer())
+    max_length: int = setting(512, Integer())  # tokens; capped at the tokenizer's limit
+    text_pair: bool = setting(False, boolean)  # true: score (prompt, text) as a sequence pair
+    device: str = setting("cpu", text)
+    dtype: str = setting("float32", Choice(DTYPES))
 
 
 def _describe(id2label: Mapping[int, str]) -> str:
@@ -67,10 +91,8 @@ def label_weight_vector(
                 f"reward.label_weights: labels {seen[index]!r} and {key!r} both name "
                 f"label {index} ({id2label[index]}): give each label once"
             )
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-            raise ConfigError(f"reward.label_weights.{key}={weight!r} is invalid: must be a number")
         seen[index] = key
-        weights[index] = float(weight)
+        weights[index] = Real()(f"reward.label_weights.{key}", weight)
     return weights
 
 
@@ -78,35 +100,24 @@ class HFClassifierReward:
     """Σ_k w_k · logit_k of a sequence classifier, per text; higher is better."""
 
     def __init__(
-        self,
-        name_or_path: str,
-        label_weights: Mapping[int | str, float],
-        batch_size: int = 32,
-        max_length: int = 512,
-        text_pair: bool = False,
-        device: str = "cpu",
-        dtype: str = "float32",
+        self, name_or_path: str, label_weights: Mapping[int | str, float], **settings: Any
     ) -> None:
-        for key, value in (("batch_size", batch_size), ("max_length", max_length)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"reward.{key}={value!r} is invalid: must be an integer > 0")
-        if dtype not in DTYPES:
-            raise ConfigError(f"reward.dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
+        """`settings`: those of ClassifierSettings (batch_size, max_length, text_pair, device,
+        dtype), each defaulted there."""
+        knobs = read_settings(ClassifierSettings, "reward", settings)
         check_local_path(name_or_path, "reward.name_or_path")
         source = os.path.expanduser(name_or_path)  # a no-op for hub IDs
         config = AutoConfig.from_pretrained(source)
         self.weights = label_weight_vector(label_weights, config.id2label, name_or_path)
-        self.batch_size, self.text_pair = batch_size, text_pair
+        self.batch_size, self.text_pair = knobs.batch_size, knobs.text_pair
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         # Never past what the model's positions allow; some tokenizers report a huge sentinel.
-        self.max_length = min(max_length, self.tokenizer.model_max_length)
+        self.max_length = min(knobs.max_length, self.tokenizer.model_max_length)
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                source, config=config, dtype=DTYPES[dtype]
-            ).to(device)
+                source, config=config, dtype=torch_dtype(knobs.dtype, "reward.dtype")
+            ).to(knobs.device)
         except pickle.UnpicklingError as error:  # a .bin file with objects torch won't load
-            from riskalign.models.loading import unpickling_refusal
-
             raise ConfigError(unpickling_refusal("reward.name_or_path", name_or_path, error)) \
                 from None
         self.model.eval().requires_grad_(False)
@@ -145,24 +156,28 @@ class HFClassifierReward:
 
 
 def label_mixture(
-    name_or_path: str, labels: list[str], weight: float, **kwargs
+    name_or_path: str, labels: list[str], weight: float, **settings: Any
 ) -> HFClassifierReward:
     """weight · logit(labels[0]) + (1 - weight) · logit(labels[1]).
 
     The KLDPO/WDPO emotion experiment trains at one mixture weight and evaluates at
     shifted ones, so the weight is the knob and the two labels a config choice.
     """
-    return HFClassifierReward(name_or_path, mixture_weights(labels, weight), **kwargs)
+    return HFClassifierReward(name_or_path, mixture_weights(labels, weight), **settings)
 
 
 def mixture_weights(labels: list[str], weight: float) -> dict[str, float]:
     """label_mixture's {label: weight} of its two labels."""
-    labels = list(labels)
+    first, second = _two_labels("reward.labels", labels)
+    weight = MIXTURE_WEIGHT("reward.weight", weight)
+    return {first: weight, second: 1.0 - weight}
+
+
+def _two_labels(path: str, value: Any) -> tuple[str, str]:
+    labels = list(value)
     if len(labels) != 2 or labels[0] == labels[1]:
-        raise ConfigError(f"reward.labels={labels} is invalid: must name exactly 2 distinct labels")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
-        raise ConfigError(f"reward.weight={weight!r} is out of range: must be in [0, 1]")
-    return {labels[0]: float(weight), labels[1]: 1.0 - weight}
+        raise ConfigError(f"{path}={labels} is invalid: must name exactly 2 distinct labels")
+    return labels[0], labels[1]
 
 
 def check_reward_config(reward: Mapping[str, Any]) -> None:
@@ -172,11 +187,16 @@ def check_reward_config(reward: Mapping[str, Any]) -> None:
     before the weights load. Other rewards: nothing to check."""
     target = str(reward.get("_target_", "")).rpartition(".")[2]
     if target == "HFClassifierReward":
-        label_weights = reward["label_weights"]
+        label_weights, own = reward["label_weights"], ("name_or_path", "label_weights")
     elif target == "label_mixture":
         label_weights = mixture_weights(reward["labels"], reward["weight"])
+        own = ("name_or_path", "labels", "weight")
     else:
         return
+    # The rest are the classifier's settings; Hydra's own keys (_target_, _convert_) aside.
+    read_settings(ClassifierSettings, "reward", {
+        key: value for key, value in reward.items() if key not in own and not key.startswith("_")
+    })
     name_or_path = str(reward["name_or_path"])
     check_local_path(name_or_path, "reward.name_or_path")
     try:

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from riskalign.errors import ConfigError
 from riskalign.objectives import functional as F
 
 # A one-position distribution pair whose Δ = log(p/q) is sorted descending:
@@ -98,6 +99,8 @@ def test_entropic_risk_by_hand() -> None:
         (0.5, [0, 1]),
         # quantile 0.1: log 1/4 + 0.3·(log 2/3 − log 1/4): keeps 0, 1, 2
         (0.9, [0, 1, 2]),
+        # quantile 0 is the minimum, log 1/4: everything above it
+        (1.0, [0, 1, 2]),
     ],
 )
 def test_released_code_cvar_is_a_uniform_quantile_without_division(
@@ -326,3 +329,17 @@ def test_functional_validation() -> None:
         F.sequence_statistics(
             torch.zeros(1, 2, 3), None, torch.zeros(1, 2, dtype=torch.long), F.DriftSpec("mean")
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"tail_mass": "0.5"},
+      r"^drift\.tail_mass='0\.5' is not a finite number: must be in \(0, 1\]$"),
+     ({"mu": 0.0}, r"^drift\.mu=0\.0 is out of range: must be > 0$"),
+     ({"mu": float("inf")}, r"^drift\.mu=inf is not a finite number"),
+     ({"weighting": "flat"}, r"^drift\.weighting='flat' is not one of: probability, uniform$"),
+     ({"normalize": 1}, r"^drift\.normalize=1 is not a boolean: must be true or false$")],
+)
+def test_a_drift_spec_refuses_wrong_types_and_ranges(options, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        F.DriftSpec("cvar", **options)
