@@ -1,11 +1,12 @@
-# The two commands a newcomer needs: `make run` and `make test`.
+# The two commands a newcomer needs: `make run` and `make test` (`make test-fast` while
+# editing: the in-process tests only, about a minute).
 # Every target creates .venv on first use and installs riskalign into it.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-make-run bench-ra-rlhf clean
+.PHONY: install run test test-fast lint bench bench-make-run bench-ra-rlhf clean
 
 install: $(STAMP)
 
@@ -24,8 +25,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m riskalign.train $(ARGS)
 
+# The suite in two tiers (markers set by tests/conftest.py): `test` runs everything (what
+# CI runs), `test-fast` leaves out the tests that start processes (`subprocess`) or run an
+# entry point end to end (`slow`). Both spread the modules over PYTEST_WORKERS processes
+# (pytest-xdist; auto: one per core), in the order tests/conftest.py gives them.
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not subprocess and not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check riskalign tests experiments

@@ -1,9 +1,10 @@
 """The bad-input table (issue #9): each bad value is refused before any model loads, with
 one line on stderr naming the key, the value and what is allowed, and exit code 2.
 
-Each case runs `python -m riskalign.train <overrides> debug=smoke` in this process: the
-module's `__main__` block under runpy with sys.argv set, so the command-line check, Hydra
-and the entry point's error handling are the ones a user runs (a subprocess costs ~4 s;
+Each case runs `python -m riskalign.train <overrides> debug=smoke` in this process (the
+`refused` fixture of tests/conftest.py: `check_here`, the module's `__main__` block under
+runpy with sys.argv set, so the command-line check, Hydra and the entry point's error
+handling are the ones a user runs; a subprocess costs ~5 s;
 `test_in_process_runs_print_what_the_command_line_prints` shows both print the same).
 Loading a causal LM or a reward classifier fails the case.
 
@@ -15,76 +16,15 @@ as subprocesses.
 
 from __future__ import annotations
 
-import logging
-import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
-from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import REPO, assert_refused, run_train
+from tests.conftest import assert_refused, check_here, run_train
 from tests.tiny_models import make_tiny_classifier
 
-TRAIN = REPO / "riskalign" / "train.py"
 OBJECTIVES = "cdpo, cvar_dpo, dpo, drdpo, ipo, kldpo, ppo, ra_rlhf, radpo, rdpo, sft, simpo"
-
-
-def _run_main(script: Path, argv: list[str], capsys) -> subprocess.CompletedProcess:
-    """`python <script> <argv>` in this process: its exit code and output."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level  # Hydra configures logging for the job
-    old_argv = sys.argv
-    sys.argv = [str(script), *argv]
-    GlobalHydra.instance().clear()
-    capsys.readouterr()
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    finally:
-        sys.argv = old_argv
-        GlobalHydra.instance().clear()
-        for handler in set(root.handlers) - set(handlers):
-            handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess([str(script), *argv], code, out.out, out.err)
-
-
-@pytest.fixture
-def train_here(smoke_env, monkeypatch, capsys):
-    """`train_here(*args)`: `python -m riskalign.train *args debug=smoke` run in this process,
-    with the smoke world's cache and a temporary output root."""
-    for name, value in smoke_env.items():
-        monkeypatch.setenv(name, value)
-    return lambda *args: _run_main(TRAIN, [*args, "debug=smoke"], capsys)
-
-
-@pytest.fixture
-def refused(train_here, monkeypatch):
-    """`refused(overrides, *fragments)`: the run exits 2 with one error line holding every
-    fragment, and loads no model; returns the line."""
-    loads = []
-
-    def load(name_or_path, *args, **kwargs):
-        loads.append(str(name_or_path))
-        raise AssertionError(f"a model loaded: {name_or_path}")
-
-    monkeypatch.setattr("riskalign.models.loading.load_causal_lm", load)
-    monkeypatch.setattr("riskalign.rewards.hf_classifier.AutoModelForSequenceClassification"
-                        ".from_pretrained", load)
-
-    def check(overrides: list[str], *fragments: str) -> str:
-        result = train_here(*overrides)
-        assert not loads, f"models loaded before the refusal: {loads}"
-        return assert_refused(result, *fragments)
-
-    return check
 
 
 # ----- the composed config alone ---------------------------------------------------------
@@ -327,8 +267,8 @@ def test_in_process_runs_print_what_the_command_line_prints(train_here, smoke_en
 
 
 @pytest.mark.parametrize("entry_point", ["evaluate", "pairs"])
-def test_the_other_entry_points_refuse_unknown_options_alike(entry_point, capsys):
-    result = _run_main(REPO / "riskalign" / f"{entry_point}.py", ["reward=nonexistent"], capsys)
+def test_the_other_entry_points_refuse_unknown_options_alike(entry_point):
+    result = check_here("reward=nonexistent", module=f"riskalign.{entry_point}")
     assert result.returncode == 2
     assert result.stderr.startswith(f"riskalign.{entry_point}: error: reward=nonexistent is "
                                     "not one of: distilbert-imdb,")
@@ -337,19 +277,17 @@ def test_the_other_entry_points_refuse_unknown_options_alike(entry_point, capsys
 
 @pytest.mark.parametrize("entry_point", ["evaluate", "pairs"])
 def test_the_other_entry_points_check_the_keys_they_share_with_training(
-        entry_point, smoke_env, monkeypatch, capsys):
-    for name, value in smoke_env.items():
-        monkeypatch.setenv(name, value)
+        entry_point, smoke_env, monkeypatch):
     monkeypatch.setattr("riskalign.models.loading.load_causal_lm",
                         lambda *args, **kwargs: pytest.fail("a model loaded"))
     policy = ["policy=."] if entry_point == "evaluate" else []
-    result = _run_main(REPO / "riskalign" / f"{entry_point}.py",
-                       ["debug=smoke", *policy, "model.dtype=float13"], capsys)
+    result = check_here("debug=smoke", *policy, "model.dtype=float13", env=smoke_env,
+                        module=f"riskalign.{entry_point}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr == (f"riskalign.{entry_point}: error: model.dtype='float13' is not one "
                              "of: float32, bfloat16, float16\n")
-    result = _run_main(REPO / "riskalign" / f"{entry_point}.py",
-                       ["debug=smoke", *policy, "+eval.num_promts=8"], capsys)
+    result = check_here("debug=smoke", *policy, "+eval.num_promts=8", env=smoke_env,
+                        module=f"riskalign.{entry_point}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith(f"riskalign.{entry_point}: error: eval.num_promts=8 is not a "
                                     "known key: allowed keys are batch_size,")

@@ -6,7 +6,7 @@ import pytest
 
 from riskalign.config.checks import check_config
 from riskalign.errors import ConfigError
-from tests.conftest import CONF, compose_config, run_train
+from tests.conftest import CONF, check_here, compose_config
 
 GROUPS = ("objective", "model", "data", "reward", "trainer", "logger", "eval")
 
@@ -52,10 +52,10 @@ def test_check_config_refuses_with_one_line_naming_the_key(override, key):
 
 
 def test_cli_prints_composed_config_and_help(smoke_env):
-    job = run_train("--cfg", "job", "objective=dpo", env=smoke_env)
+    job = check_here("--cfg", "job", "objective=dpo", env=smoke_env)
     assert job.returncode == 0, job.stderr
     assert "objective:" in job.stdout and "name: dpo" in job.stdout
-    help_text = run_train("--help", env=smoke_env)
+    help_text = check_here("--help", env=smoke_env)
     assert help_text.returncode == 0, help_text.stderr
     for group in GROUPS:
         assert f"{group}: " in help_text.stdout, f"--help does not list the {group} group"
@@ -63,7 +63,7 @@ def test_cli_prints_composed_config_and_help(smoke_env):
 
 def test_unknown_option_lists_the_valid_ones(smoke_env):
     # train's own refusals: tests/test_bad_input.py; evaluate's command line refuses alike
-    result = run_train("model=gpt9", env=smoke_env, module="riskalign.evaluate")
+    result = check_here("model=gpt9", env=smoke_env, module="riskalign.evaluate")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == ("riskalign.evaluate: error: model=gpt9 is not one of: "
                                      + ", ".join(_options("model")))

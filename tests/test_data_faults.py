@@ -20,7 +20,6 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from riskalign.data.loading import load_data
 from riskalign.errors import ConfigError
 from riskalign.models.loading import load_causal_lm
-from tests.test_bad_input import refused, train_here  # noqa: F401  (fixtures)
 from tests.test_formats import (  # datasets_cache: autouse, keeps the user's cache clean
     CHAT_TEMPLATE,
     datasets_cache,  # noqa: F401

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from riskalign.config.checks import check_config
+from riskalign.config.plan import check_run
 from riskalign.errors import ConfigError
 from riskalign.train import train
 from riskalign.training.strategies import build_strategy
@@ -162,8 +163,9 @@ def test_fsdp_on_cpu_is_refused_before_anything_loads():
         check_config(compose_config("trainer=fsdp", "trainer.accelerator=cpu"))
 
 
-def test_online_objectives_refuse_more_than_one_device(smoke_env):
-    result = run_train("debug=smoke", "objective=ppo", "trainer=ddp",
-                       "trainer.accelerator=cpu", "trainer.devices=2", env=smoke_env)
-    assert result.returncode == 2
-    assert "PPO and RA-RLHF run on one process; must be 1" in result.stderr
+def test_online_objectives_refuse_more_than_one_device():
+    cfg = compose_config("debug=smoke", "objective=ppo", "trainer=ddp",
+                         "trainer.accelerator=cpu", "trainer.devices=2")
+    with pytest.raises(ConfigError, match=r"trainer.devices=2 is invalid for objective=ppo: "
+                                          "PPO and RA-RLHF run on one process; must be 1"):
+        check_run(cfg)

@@ -1,4 +1,6 @@
-"""`python -m riskalign.train` end to end on the pocket-size world, and its refusals."""
+"""`python -m riskalign.train` end to end on the pocket-size world, and its refusals. The
+runs go through the entry point in this process (`run_here`, `check_here`) but where the
+processes are the point: runs started together, the process token."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from datasets import Dataset, DatasetDict
 
-from tests.conftest import assert_refused, run_train
+from tests.conftest import assert_refused, check_here, run_here
 
 
 def _single_run_dir(outputs):
@@ -18,8 +21,9 @@ def _single_run_dir(outputs):
     return runs[0]
 
 
+@pytest.mark.subprocess  # W&B's service
 def test_short_run_writes_summary_metrics_and_an_offline_wandb_run(smoke_env, tmp_path):
-    result = run_train("debug=smoke", "logger.wandb.mode=offline", env=smoke_env)
+    result = run_here("debug=smoke", "logger.wandb.mode=offline", env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _single_run_dir(tmp_path / "outputs")
 
@@ -44,43 +48,43 @@ def test_short_run_writes_summary_metrics_and_an_offline_wandb_run(smoke_env, tm
     assert "reference" in result.stdout and "policy" in result.stdout  # the closing table
 
 
-# The refusals of bad input: tests/test_bad_input.py, in this process; these few run the CLI.
+# The refusals of bad input: tests/test_bad_input.py (which also runs one on the real command
+# line, test_in_process_runs_print_what_the_command_line_prints).
 
 
 def test_unknown_objective_fails_with_the_valid_names(smoke_env):
-    result = run_train("objective=nonexistent", env=smoke_env)
+    result = check_here("objective=nonexistent", env=smoke_env)
     assert_refused(result, "objective=nonexistent is not one of: cdpo, cvar_dpo, dpo, drdpo")
 
 
-def test_dataset_missing_chosen_is_refused_before_models_load(smoke_world, smoke_env, tmp_path):
+def test_dataset_missing_chosen_is_refused_before_models_load(smoke_world, refused, tmp_path):
     bad = tmp_path / "no_chosen"
     DatasetDict(
         train=Dataset.from_dict({"prompt": ["the movie was"], "rejected": ["bad ."]}),
         test=Dataset.from_dict({"prompt": ["the plot was"], "rejected": ["dull ."]}),
     ).save_to_disk(str(bad))
-    result = run_train("debug=smoke", "data=local", f"data.path={bad}",
-                       f"model.name_or_path={smoke_world[1].model_dir}", "data.max_length=64",
-                       "data.max_prompt_length=16", env=smoke_env)
-    assert_refused(result, "chosen", str(bad))
+    refused(["data=local", f"data.path={bad}", f"model.name_or_path={smoke_world[1].model_dir}",
+             "data.max_length=64", "data.max_prompt_length=16"], "chosen", str(bad))
 
 
 def test_invalid_objective_parameter_is_refused_before_anything_loads(tmp_path):
     # No world, no cache: the refusal must come from the composed config alone.
     env = {"RISKALIGN_CACHE_DIR": str(tmp_path / "empty"), "RISKALIGN_OUTPUT_ROOT": str(tmp_path)}
-    result = run_train("objective=radpo", "objective.drift.tail_mass=1.5", env=env)
+    result = check_here("objective=radpo", "objective.drift.tail_mass=1.5", env=env)
     assert_refused(result, "objective.drift.tail_mass=1.5", "(0, 1]")
     assert not (tmp_path / "empty").exists(), "nothing may be built for a refused config"
 
 
 # Bad-input table (tests/test_bad_input.py), case 22: W&B online without credentials.
+@pytest.mark.subprocess  # W&B's service
 def test_wandb_online_without_credentials_falls_back_to_offline(smoke_env, tmp_path,
                                                                 monkeypatch):
     home = tmp_path / "home"  # no ~/.netrc, no WANDB_API_KEY
     home.mkdir()
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    result = run_train("debug=smoke", "logger.wandb.mode=online",
-                       env={**smoke_env, "HOME": str(home)})
+    result = run_here("debug=smoke", "logger.wandb.mode=online",
+                      env={**smoke_env, "HOME": str(home)})
     assert result.returncode == 0, result.stderr[-2000:]
     log = result.stdout + result.stderr
     assert log.count("W&B: logger.wandb.mode=online but no API key") == 1

@@ -1,6 +1,10 @@
 """`python -m riskalign.evaluate policy=<run>/policy` reads the run's own config: alone it
 repeats the run's final evaluation exactly, whatever the command line gives still wins, and
-a policy that is not there is refused in one line."""
+a policy that is not there is refused in one line.
+
+The runs and evaluations run in this process (`run_here`); `test_no_policy_is_refused` runs
+the real command line.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from riskalign.config.run_config import with_run_choices, with_run_config
-from tests.conftest import CONF, compose_config, run_train
+from tests.conftest import CONF, assert_refused, check_here, compose_config, run_here, run_train
 from tests.tiny_models import make_tiny_classifier
 
 # what evaluate measures of the samples; the final point of a run also has pairs/* metrics
@@ -33,8 +37,8 @@ def evaluate(policy: Path, env: dict[str, str], tmp_path: Path, *overrides: str)
     """`python -m riskalign.evaluate policy=<policy> *overrides`, nothing else on the command
     line (its output goes to a fresh output root's eval/<date>/<time>/); its evaluation.json."""
     root = Path(tempfile.mkdtemp(dir=tmp_path))
-    result = run_train(f"policy={policy}", *overrides, module="riskalign.evaluate",
-                       env={**env, "RISKALIGN_OUTPUT_ROOT": str(root)})
+    result = run_here(f"policy={policy}", *overrides, module="riskalign.evaluate",
+                      env={**env, "RISKALIGN_OUTPUT_ROOT": str(root)})
     assert result.returncode == 0, result.stderr[-3000:]
     [written] = root.glob("eval/*/*/evaluation.json")
     return json.loads(written.read_text())
@@ -52,8 +56,8 @@ def world_run(module_env, tmp_path_factory) -> Path:
     """A finished `python -m riskalign.train debug=smoke` run directory (a checkpoint at
     step 2 for the resume test)."""
     run_dir = tmp_path_factory.mktemp("world-run")
-    result = run_train("debug=smoke", "checkpoint.every_n_steps=2", f"hydra.run.dir={run_dir}",
-                       env=module_env)
+    result = run_here("debug=smoke", "checkpoint.every_n_steps=2", f"hydra.run.dir={run_dir}",
+                      env=module_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -82,10 +86,10 @@ def test_a_local_data_run_alone_repeats_its_final_evaluation(smoke_world, smoke_
         json.dumps({column: row[column] for column in ("prompt", "chosen", "rejected")}) + "\n"
         for split in ("train", "test") for row in saved[split]))
     run_dir = tmp_path / "run"
-    trained = run_train("debug=smoke", "data=local", f"data.path={pairs}",
-                        f"model.name_or_path={world.model_dir}", f"hydra.run.dir={run_dir}",
-                        "data.max_length=64", "data.max_prompt_length=16",
-                        env=smoke_env)
+    trained = run_here("debug=smoke", "data=local", f"data.path={pairs}",
+                       f"model.name_or_path={world.model_dir}", f"hydra.run.dir={run_dir}",
+                       "data.max_length=64", "data.max_prompt_length=16",
+                       env=smoke_env)
     assert trained.returncode == 0, trained.stderr[-3000:]
 
     evaluation = evaluate(run_dir / "policy", smoke_env, tmp_path)
@@ -98,8 +102,8 @@ def test_a_bf16_true_run_is_evaluated_in_bfloat16_as_it_was(module_env, tmp_path
     """Lightning's bf16-true converts the module: training evaluated the policy and the
     reference it holds in bfloat16 (a float32 reference gives another KL)."""
     run_dir = tmp_path / "run"
-    trained = run_train("debug=smoke", "trainer.precision=bf16-true", f"hydra.run.dir={run_dir}",
-                        env=module_env)
+    trained = run_here("debug=smoke", "trainer.precision=bf16-true", f"hydra.run.dir={run_dir}",
+                       env=module_env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     evaluation = evaluate(run_dir / "policy", module_env, tmp_path)
     assert (evaluation["dtype"], evaluation["reference_dtype"]) == ("bfloat16", "bfloat16")
@@ -148,8 +152,8 @@ def test_a_resumed_run_is_read_where_it_finished(world_run, module_env, tmp_path
     cut = tmp_path / "cut"  # the run as a crash after step 2 would have left it
     shutil.copytree(world_run, cut, ignore=shutil.ignore_patterns(
         "summary.json", "policy", "step-00000004"))
-    resumed = run_train("debug=smoke", "checkpoint.every_n_steps=2", f"resume={cut}",
-                        env=module_env)
+    resumed = run_here("debug=smoke", "checkpoint.every_n_steps=2", f"resume={cut}",
+                       env=module_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _summary(cut)["resumed_from"].endswith("step-00000002")
 
@@ -236,18 +240,14 @@ def test_a_preset_merges_into_the_run_and_values_win_over_it(recorded_run):
 
 
 def _refused(result, *fragments: str) -> str:
-    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("riskalign.evaluate: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
+    """Exit 2, and stderr is one `riskalign.evaluate: error:` line holding the fragments."""
+    return assert_refused(result, *fragments, program="riskalign.evaluate", only_line=True)
 
 
 @pytest.mark.parametrize("where", ["nowhere", "run without it"])
-def test_a_policy_that_is_not_there_is_refused(where, world_run, module_env, tmp_path):
-    policy = (tmp_path / "nowhere" if where == "nowhere" else world_run) / "no-policy"
-    result = run_train(f"policy={policy}", env=module_env, module="riskalign.evaluate")
+def test_a_policy_that_is_not_there_is_refused(where, recorded_run, module_env, tmp_path):
+    policy = (tmp_path / "nowhere" if where == "nowhere" else recorded_run) / "no-policy"
+    result = check_here(f"policy={policy}", env=module_env, module="riskalign.evaluate")
     _refused(result, f"policy='{policy}' does not exist: must be an existing path or a hub ID")
 
 
@@ -255,11 +255,12 @@ def test_a_run_whose_summary_is_not_json_is_refused(tmp_path, module_env):
     (tmp_path / "run" / "policy").mkdir(parents=True)
     (tmp_path / "run" / "summary.json").write_text("{truncated")
     policy = tmp_path / "run" / "policy"
-    result = run_train(f"policy={policy}", env=module_env, module="riskalign.evaluate")
+    result = check_here(f"policy={policy}", env=module_env, module="riskalign.evaluate")
     _refused(result, f"policy='{policy}': its run's {tmp_path / 'run' / 'summary.json'} is not "
              "a JSON object")
 
 
 def test_no_policy_is_refused(module_env):
+    """The real command line: one error line on stderr, exit 2."""
     result = run_train(env=module_env, module="riskalign.evaluate")
     _refused(result, "policy is missing: must be the trained policy's directory")

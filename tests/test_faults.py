@@ -19,11 +19,9 @@ import pytest
 
 from riskalign.runs.artifacts import artifact_problem, build_atomically, content_digest, file_sha256
 from riskalign.runs.locks import try_lock
-from tests.conftest import REPO
-from tests.test_bad_input import _run_main, refused, train_here  # noqa: F401  (fixtures)
+from tests.conftest import REPO, assert_refused, check_here
 from tests.test_pairs import world_model  # noqa: F401  (a fixture)
 
-TRAIN = REPO / "riskalign" / "train.py"
 RUN = ("trainer.max_steps=8", "checkpoint.every_n_steps=4", "eval.every_n_steps=4")
 
 
@@ -32,13 +30,6 @@ def _flip_a_byte(path: Path, offset: int = 100) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def _one_error_line(result, exit_code: int, prog: str = "riskalign") -> str:
-    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: error:")]
-    assert result.returncode == exit_code, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    return errors[0]
 
 
 # ----- 3: one writer per run directory -----------------------------------------------------
@@ -67,7 +58,7 @@ def test_03_a_second_writer_is_refused_resume_auto_passes_over_and_resume_merges
 
     holder = _hold_lock(run_dir)
     try:
-        line = _one_error_line(train_here(*RUN, f"resume={run_dir}"), 2)
+        line = assert_refused(train_here(*RUN, f"resume={run_dir}"))
         assert line == (f"riskalign: error: resume='{run_dir}' is being written by pid "
                         f"{holder.pid} on {os.uname().nodename}: one process writes a run at "
                         "a time; wait for it to finish or stop it")
@@ -94,8 +85,9 @@ def test_03_a_second_writer_is_refused_resume_auto_passes_over_and_resume_merges
 
 
 def test_04_pairs_rerun_with_other_settings_is_refused_and_never_mixed(world_model, tmp_path):
-    from riskalign.data.pair_generation import PairSettings, generate_pairs
+    from riskalign.data.pair_settings import PairSettings
     from riskalign.errors import ConfigError
+    from riskalign.recipes.pair_generation import generate_pairs
     from tests.test_pairs import PROMPTS, FailingAfter, LengthReward
 
     model, tokenizer = world_model
@@ -121,7 +113,7 @@ def test_04_pairs_rerun_with_other_settings_is_refused_and_never_mixed(world_mod
 def test_04_generated_pairs_are_keyed_by_content_not_by_where_files_lie(smoke_world, tmp_path):
     import shutil
 
-    from riskalign.data.generated import pair_sources
+    from riskalign.recipes.generated_pairs import pair_sources
     from tests.conftest import compose_config
 
     _, world = smoke_world
@@ -177,7 +169,7 @@ def test_05_a_world_with_a_flipped_weight_byte_is_rebuilt(smoke_world, tmp_path)
 
 
 def test_05b_a_damaged_policy_is_refused_by_evaluate_merge_and_init_from(train_here, smoke_env,
-                                                                         tmp_path, capsys):
+                                                                         tmp_path):
     run_dir = tmp_path / "run"
     result = train_here("trainer.max_steps=1", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -187,12 +179,12 @@ def test_05b_a_damaged_policy_is_refused_by_evaluate_merge_and_init_from(train_h
     damage = ("is damaged: model.safetensors does not match the SHA-256 complete.json records "
               "(changed on disk); retrain it or restore the directory from a copy")
 
-    evaluated = _run_main(REPO / "riskalign" / "evaluate.py",
-                          [f"policy={policy}", f"hydra.run.dir={tmp_path / 'eval'}"], capsys)
-    assert _one_error_line(evaluated, 2, "riskalign.evaluate") == (
+    evaluated = check_here(f"policy={policy}", f"hydra.run.dir={tmp_path / 'eval'}",
+                           module="riskalign.evaluate")
+    assert assert_refused(evaluated, program="riskalign.evaluate") == (
         f"riskalign.evaluate: error: policy='{policy}' {damage}")
     trained = train_here("trainer.max_steps=1", f"model.init_from={policy}")
-    assert _one_error_line(trained, 2) == (
+    assert assert_refused(trained) == (
         f"riskalign: error: model.init_from='{policy}' {damage}")
 
     from riskalign.errors import ConfigError
@@ -232,27 +224,27 @@ def test_08_disk_full_while_checkpointing_is_one_line_naming_the_file(train_here
 
     monkeypatch.setattr("riskalign.training.checkpoints.torch.save", full)
     run_dir = tmp_path / "run"
-    line = _one_error_line(train_here(*RUN, f"hydra.run.dir={run_dir}"), 1)
+    line = assert_refused(train_here(*RUN, f"hydra.run.dir={run_dir}"), exit_code=1)
     state = run_dir / "checkpoints" / ".partial-step-00000004" / "state.ckpt"
     assert line == (f"riskalign: error: {state}: no space left on the device (No space left "
                     "on device)")
 
 
 def test_08_a_name_too_long_and_a_file_in_the_way_are_refused_before_anything_runs(
-        train_here, tmp_path):
+        refused, tmp_path):
     long_name = "x" * 300
-    line = _one_error_line(train_here(f"paths.output_root={tmp_path / long_name}"), 2)
+    line = refused([f"paths.output_root={tmp_path / long_name}"])
     assert line == (f"riskalign: error: paths.output_root='{tmp_path / long_name}' cannot be "
                     f"written: the name {'x' * 24}... is 300 bytes, over the file system's "
                     "limit of 255")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    line = _one_error_line(train_here(f"paths.cache_dir={blocker / 'cache'}"), 2)
+    line = refused([f"paths.cache_dir={blocker / 'cache'}"])
     assert line == (f"riskalign: error: paths.cache_dir='{blocker / 'cache'}' cannot be "
                     f"written: {blocker} is a file, not a directory")
 
 
-def test_08_a_read_only_output_directory_is_refused_before_anything_runs(train_here, tmp_path,
+def test_08_a_read_only_output_directory_is_refused_before_anything_runs(refused, tmp_path,
                                                                           monkeypatch):
     """As root (CI's and this machine's user) a mode of 0555 does not stop a write, so the
     kernel's answer for a read-only mount is given by os.access and statvfs."""
@@ -271,7 +263,7 @@ def test_08_a_read_only_output_directory_is_refused_before_anything_runs(train_h
 
         monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly(real_statvfs(path))
                             if Path(path) == read_only else real_statvfs(path))
-    line = _one_error_line(train_here(f"paths.output_root={read_only / 'outputs'}"), 2)
+    line = refused([f"paths.output_root={read_only / 'outputs'}"])
     reason = "the file system is read-only" if os.geteuid() == 0 else "permission denied"
     assert line == (f"riskalign: error: paths.output_root='{read_only / 'outputs'}' cannot be "
                     f"written: {read_only} is not writable ({reason})")
@@ -296,15 +288,14 @@ def test_08_resource_errors_in_the_other_entry_points_are_one_line(smoke_env, tm
         monkeypatch.setenv(name, value)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = _run_main(REPO / "riskalign" / "pairs.py",
-                       ["debug=smoke", f"output={blocker / 'pairs'}",
-                        f"hydra.run.dir={tmp_path / 'pairs-run'}"], capsys)
-    assert _one_error_line(result, 2, "riskalign.pairs") == (
+    result = check_here("debug=smoke", f"output={blocker / 'pairs'}",
+                        f"hydra.run.dir={tmp_path / 'pairs-run'}", module="riskalign.pairs")
+    assert assert_refused(result, program="riskalign.pairs") == (
         f"riskalign.pairs: error: output='{blocker / 'pairs'}' cannot be written: {blocker} "
         "is a file, not a directory")
-    result = _run_main(REPO / "riskalign" / "evaluate.py",
-                       ["debug=smoke", "policy=.", f"hydra.run.dir={blocker / 'eval'}"], capsys)
-    assert _one_error_line(result, 2, "riskalign.evaluate") == (
+    result = check_here("debug=smoke", "policy=.", f"hydra.run.dir={blocker / 'eval'}",
+                        module="riskalign.evaluate")
+    assert assert_refused(result, program="riskalign.evaluate") == (
         f"riskalign.evaluate: error: hydra.run.dir='{blocker / 'eval'}' cannot be written: "
         f"{blocker} is a file, not a directory")
 
@@ -340,10 +331,9 @@ def test_09b_fp16_mixed_precision_on_a_cpu_runs_and_records_bf16(train_here, tmp
     assert "running (and recording) bf16-mixed" in result.stdout + result.stderr
 
 
-def test_09c_a_bad_value_in_one_job_of_a_sweep_is_refused_before_the_first_job(
-        train_here, smoke_env):
-    result = train_here("-m", "objective.beta=0.1,-1")
-    line = _one_error_line(result, 2)
+def test_09c_a_bad_value_in_one_job_of_a_sweep_is_refused_before_the_first_job(smoke_env):
+    result = check_here("-m", "objective.beta=0.1,-1", "debug=smoke", env=smoke_env)
+    line = assert_refused(result)
     assert line == ("riskalign: error: job 1 of 2 (objective.beta=-1 debug=smoke): "
                     "objective.beta=-1 is out of range: must be > 0")
     assert not (Path(smoke_env["RISKALIGN_OUTPUT_ROOT"]) / "multirun").exists()

@@ -271,6 +271,7 @@ def test_an_unknown_baseline_is_refused_with_the_series_named(tmp_path, capsys):
     assert error.count("\n") == 1 and "'dpo'" in error
 
 
+@pytest.mark.subprocess  # W&B's service
 def test_wandb_offline_logs_to_the_sweeps_project_and_group(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))

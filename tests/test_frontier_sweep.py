@@ -10,14 +10,14 @@ import json
 from matplotlib.image import imread
 
 from riskalign.frontier import main as frontier_main
-from tests.conftest import run_train
+from tests.conftest import run_here
 
 
 def test_objectives_by_beta_by_seeds_sweep_gives_an_aggregated_frontier(smoke_env, tmp_path,
                                                                            capsys):
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "debug=smoke", "objective=dpo,radpo", "objective.beta=0.1,0.5",
-                       "seed=0,1,2", f"hydra.sweep.dir={sweep}", env=smoke_env)
+    result = run_here("-m", "debug=smoke", "objective=dpo,radpo", "objective.beta=0.1,0.5",
+                      "seed=0,1,2", f"hydra.sweep.dir={sweep}", env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(path.parent for path in sweep.glob("*/summary.json"))
     assert len(jobs) == 12

@@ -14,8 +14,8 @@ from riskalign.errors import ConfigError, NumericalGuardError
 from riskalign.modules.alignment import AlignmentModule
 from riskalign.training.checkpoints import PeriodicCheckpoint, complete_checkpoints
 from riskalign.training.guard import NumericalGuard
-from tests.conftest import compose_config
-from tests.test_module import OPTIM, _datamodule
+from tests.conftest import OPTIM, compose_config
+from tests.test_module import _datamodule
 
 
 class NaNLogitsAt:

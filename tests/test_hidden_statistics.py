@@ -24,8 +24,8 @@ from riskalign.objectives import functional as F
 from riskalign.objectives import tokens
 from riskalign.objectives.tokens import Projection
 from riskalign.training.reference_cache import compute_sequence_logps
+from tests.conftest import OPTIM
 
-OPTIM = {"lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0}
 VOCAB = 97
 
 OBJECTIVES = {

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONF, run_train
+from tests.conftest import CONF, run_here
 
 
 def test_slurm_launcher_composes_with_one_task_per_gpu():
@@ -24,8 +25,9 @@ def test_slurm_launcher_composes_with_one_task_per_gpu():
     assert launcher.timeout_min > 0
 
 
+@pytest.mark.subprocess  # submitit runs each job in a process of its own
 def test_a_two_job_sweep_runs_through_submitits_local_executor(smoke_env):
-    result = run_train("-m", "hydra/launcher=local", "debug=smoke", "objective=dpo,ipo",
+    result = run_here("-m", "hydra/launcher=local", "debug=smoke", "objective=dpo,ipo",
                        env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Submitit 'local' sweep" in result.stdout + result.stderr

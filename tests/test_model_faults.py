@@ -22,10 +22,8 @@ from riskalign.models.loading import load_causal_lm, load_policy
 from riskalign.models.references import load_reference
 from riskalign.modules.alignment import AlignmentModule
 from riskalign.worlds.settings import check_world_settings
-from tests.conftest import CONF, compose_config
-from tests.test_bad_input import refused, train_here  # noqa: F401  (fixtures)
+from tests.conftest import CONF, OPTIM, compose_config
 from tests.test_lora import _batch, _lora_model_cfg, _perturb_adapters
-from tests.test_module import OPTIM
 
 ERROR = "riskalign: error: "
 LIMIT = "exceeds the model's position limit: n_positions=64"  # the smoke world's GPT-2

@@ -12,8 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from riskalign import objectives
 from riskalign.data.preference import PreferenceDataModule, collate_pairs, tokenize_pair
 from riskalign.modules.alignment import AlignmentModule
-
-OPTIM = {"lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0}
+from tests.conftest import OPTIM
 
 
 def _module(world, objective="dpo"):

@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from riskalign import objectives
 from riskalign.data.preference import PreferenceDataModule
 from riskalign.modules.alignment import AlignmentModule
+from tests.conftest import OPTIM as BASE_OPTIM
 
-OPTIM = {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0}
+OPTIM = {**BASE_OPTIM, "lr": 1e-3}
 
 
 class LossRecorder(lightning.Callback):

@@ -13,16 +13,19 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from riskalign.config.plan import check_run
 from riskalign.data.prompt_batches import PromptDataModule, prompt_schedule
+from riskalign.errors import ConfigError
 from riskalign.models.loading import load_tokenizer
 from riskalign.modules.online import VALUE_HEAD_FILE, OnlineRLModule
 from riskalign.objectives import ObjectiveConfigError
 from riskalign.objectives.functional import soft_risk_keep
 from riskalign.objectives.online import OnlineSettings
 from riskalign.rewards.vader import VaderReward
-from tests.conftest import compose_config, run_train
+from tests.conftest import OPTIM as BASE_OPTIM
+from tests.conftest import compose_config, run_here
 
-OPTIM = {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_steps": 0}
+OPTIM = {**BASE_OPTIM, "lr": 1e-3}
 
 
 def schedule_by_hand(m: int, b: int, big_m: int, n: int, alpha: Fraction, rho: Fraction) -> int:
@@ -179,11 +182,11 @@ def test_value_head_trains_and_is_saved_with_the_policy_reference_stays_frozen(m
 
 def test_a_short_ra_rlhf_run_logs_kept_fractions_following_the_schedule(smoke_env, tmp_path):
     run = tmp_path / "run"
-    result = run_train("debug=smoke", "objective=ra_rlhf", "objective.batch_size=16",
-                       "objective.minibatch_size=8", "objective.max_new_tokens=10",
-                       "objective.risk.warmup=1", "objective.risk.alpha=0.25",
-                       "trainer.max_steps=6", "eval.every_n_steps=3", f"hydra.run.dir={run}",
-                       env=smoke_env)
+    result = run_here("debug=smoke", "objective=ra_rlhf", "objective.batch_size=16",
+                      "objective.minibatch_size=8", "objective.max_new_tokens=10",
+                      "objective.risk.warmup=1", "objective.risk.alpha=0.25",
+                      "trainer.max_steps=6", "eval.every_n_steps=3", f"hydra.run.dir={run}",
+                      env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [row for row in csv.DictReader((run / "metrics.csv").open()) if row["ppo/kept"]]
     kept = [float(row["ppo/kept"]) for row in rows]
@@ -198,22 +201,23 @@ def test_a_short_ra_rlhf_run_logs_kept_fractions_following_the_schedule(smoke_en
     assert (run / "policy" / VALUE_HEAD_FILE).is_file()
 
 
-def test_online_objectives_refuse_an_evaluation_set(smoke_env):
+def test_online_objectives_refuse_an_evaluation_set():
     from tests.test_pipelines import FIXTURES
 
-    result = run_train("objective=ppo", "model=gpt2", "data=alpacaeval",
-                       f"data.path={FIXTURES / 'alpaca_eval'}", env=smoke_env)
-    assert result.returncode == 2 and "is an evaluation set" in result.stderr
+    cfg = compose_config("objective=ppo", "model=gpt2", "data=alpacaeval",
+                         f"data.path={FIXTURES / 'alpaca_eval'}")
+    with pytest.raises(ConfigError, match="data=alpacaeval is an evaluation set"):
+        check_run(cfg)
 
 
 @pytest.mark.parametrize("experiment", ["ra_rlhf_imdb_gpt2", "ra_rlhf_jigsaw_gpt2"])
 def test_paper_experiments_run_on_the_embedded_world(experiment, smoke_env, tmp_path):
     run = tmp_path / "run"
-    result = run_train(f"experiment={experiment}", "data=reviews", "model=tiny", "reward=vader",
-                       "trainer=cpu", "debug=smoke", "objective.batch_size=16",
-                       "objective.minibatch_size=16", "objective.max_new_tokens=10",
-                       "trainer.max_steps=2", "eval.every_n_steps=null",
-                       "eval.prompt_tail_threshold=-0.25", f"hydra.run.dir={run}", env=smoke_env)
+    result = run_here(f"experiment={experiment}", "data=reviews", "model=tiny", "reward=vader",
+                      "trainer=cpu", "debug=smoke", "objective.batch_size=16",
+                      "objective.minibatch_size=16", "objective.max_new_tokens=10",
+                      "trainer.max_steps=2", "eval.every_n_steps=null",
+                      "eval.prompt_tail_threshold=-0.25", f"hydra.run.dir={run}", env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((run / "summary.json").read_text())["final"]
     assert final["step"] == 2 and "reward_prompt_tail" in final
@@ -239,16 +243,16 @@ def test_a_sweep_over_preference_and_online_objectives_lands_on_one_frontier(smo
     from riskalign.frontier import main as frontier_main
 
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "debug=smoke", "objective=dpo,ppo", f"hydra.sweep.dir={sweep}",
-                       env=smoke_env)
+    result = run_here("-m", "debug=smoke", "objective=dpo,ppo", f"hydra.sweep.dir={sweep}",
+                      env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert frontier_main([str(sweep)]) == 0
     rows = list(csv.DictReader((sweep / "frontier.csv").open()))
     assert sorted({row["label"] for row in rows}) == ["dpo", "ppo"]
 
 
-def test_gradient_accumulation_is_refused_for_ppo(smoke_env):
-    result = run_train("debug=smoke", "objective=ppo", "trainer.accumulate_grad_batches=2",
-                       env=smoke_env)
-    assert result.returncode == 2
-    assert "trainer.accumulate_grad_batches=2 is invalid for objective=ppo" in result.stderr
+def test_gradient_accumulation_is_refused_for_ppo():
+    cfg = compose_config("debug=smoke", "objective=ppo", "trainer.accumulate_grad_batches=2")
+    with pytest.raises(ConfigError, match="trainer.accumulate_grad_batches=2 is invalid for "
+                                          "objective=ppo: PPO steps once per minibatch"):
+        check_run(cfg)

@@ -17,7 +17,8 @@ from riskalign import objectives
 from riskalign.models import packing
 from riskalign.models import response_logits as rl
 from riskalign.modules.alignment import AlignmentModule
-from tests.test_hidden_statistics import MODELS, OBJECTIVES, OPTIM, _batch, _reference
+from tests.conftest import OPTIM
+from tests.test_hidden_statistics import MODELS, OBJECTIVES, _batch, _reference
 
 
 def _step(module, batch, pack: bool, chunked: bool = True):

@@ -21,7 +21,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from riskalign.data.loading import load_raw_splits
 from riskalign.models.loading import load_policy
 from riskalign.runs.artifacts import build_atomically
-from tests.conftest import compose_config, run_train
+from tests.conftest import compose_config, run_here
 
 
 def _policy_config(path: Path, **model) -> OmegaConf:
@@ -74,7 +74,7 @@ def test_lora_keeps_its_own_dropout(models_with_dropout):
 
 def test_cosine_rate_grad_norm_rate_warning_user_callback_and_no_policy(smoke_env, tmp_path):
     marker = tmp_path / "callback.json"
-    result = run_train(
+    result = run_here(
         "debug=smoke", "trainer.max_steps=6", "optim.lr=2e-3", "optim.scheduler=cosine",
         "optim.warmup_steps=2", "checkpoint.save_policy=false", "checkpoint.every_n_steps=null",
         "+callbacks.count._target_=tests.user_callbacks.CountTrainSteps",
@@ -113,10 +113,10 @@ def test_small_dataset_runs_with_the_default_eval_sizes_capped_in_one_warning(
     train = load_from_disk(str(world.dataset_dir))["train"].select(range(40))
     path = tmp_path / "pairs.jsonl"
     train.to_json(str(path))
-    result = run_train("debug=smoke", "data=local", f"data.path={path}", "trainer.max_steps=2",
-                       f"model.name_or_path={world.model_dir}", "checkpoint.every_n_steps=null",
-                       "data.max_length=64", "data.max_prompt_length=16",  # 64 positions
-                       env=smoke_env)
+    result = run_here("debug=smoke", "data=local", f"data.path={path}", "trainer.max_steps=2",
+                      f"model.name_or_path={world.model_dir}", "checkpoint.every_n_steps=null",
+                      "data.max_length=64", "data.max_prompt_length=16",  # 64 positions
+                      env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in (result.stdout + result.stderr).splitlines()
                 if "capping" in line]

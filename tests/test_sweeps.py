@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 
+import pytest
 from datasets import load_from_disk
 from matplotlib.image import imread
 
+from riskalign.frontier import main as frontier_main
 from riskalign.frontier import pareto_front
-from tests.conftest import REPO, run_train
+from tests.conftest import run_here
 
 
 def _sweep_dir(outputs):
@@ -21,8 +21,10 @@ def _sweep_dir(outputs):
     return sweeps[0]
 
 
-def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smoke_env, tmp_path):
-    result = run_train("-m", "debug=smoke", "logger.wandb.mode=offline", "eval.every_n_steps=2",
+@pytest.mark.subprocess  # W&B's service
+def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smoke_env, tmp_path,
+                                                                          capsys):
+    result = run_here("-m", "debug=smoke", "logger.wandb.mode=offline", "eval.every_n_steps=2",
                        "objective=dpo,tdpo", "objective.beta=0.1,0.5", env=smoke_env)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = _sweep_dir(tmp_path / "outputs")
@@ -41,10 +43,9 @@ def test_two_by_two_sweep_gives_four_wandb_runs_in_one_group_and_a_frontier(smok
                      b"data:reviews", b"eval/samples"):
         assert fragment in record, f"{fragment!r} not in the W&B run of job 3"
 
-    report = subprocess.run([sys.executable, "-m", "riskalign.frontier", str(sweep)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "| series | β | seeds | reward mean |" in report.stdout, "no markdown table printed"
+    capsys.readouterr()
+    assert frontier_main([str(sweep)]) == 0
+    assert "| series | β | seeds | reward mean |" in capsys.readouterr().out, "no markdown table"
     with open(sweep / "frontier.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4
@@ -66,7 +67,7 @@ def test_a_failing_job_is_recorded_and_the_others_complete(smoke_world, smoke_en
     good, broken = tmp_path / "good.jsonl", tmp_path / "broken.jsonl"
     load_from_disk(str(world.dataset_dir))["train"].to_json(str(good))
     broken.write_text(good.read_text().splitlines()[0][:20] + "\n")
-    result = run_train("-m", "debug=smoke", "data=local", f"data.path={good},{broken}",
+    result = run_here("-m", "debug=smoke", "data=local", f"data.path={good},{broken}",
                        f"model.name_or_path={world.model_dir}", "data.max_length=64",
                        "data.max_prompt_length=16", env=smoke_env)
     assert result.returncode != 0, "a sweep with a failed job must not report success"
