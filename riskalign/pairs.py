@@ -26,13 +26,9 @@ log = logging.getLogger("riskalign.pairs")
 
 def make_pairs(cfg: DictConfig) -> Path:
     """Generate (or resume, or reuse) the pairs `cfg` describes; return the dataset directory."""
-    from riskalign.data.generated import pair_sources
-    from riskalign.data.pair_generation import (
-        PairSettings,
-        claim_output,
-        generate_pairs,
-        pairs_identity,
-    )
+    from riskalign.data.pair_settings import PairSettings
+    from riskalign.recipes.generated_pairs import pair_sources
+    from riskalign.recipes.pair_generation import claim_output, generate_pairs, pairs_identity
 
     refuse_unknown_keys(cfg)
     check_fields(cfg)  # the model, data and eval keys it shares with training

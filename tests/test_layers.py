@@ -16,7 +16,8 @@ from tests.conftest import REPO
 PACKAGE = REPO / "riskalign"
 ENTRY_POINTS = {"train", "evaluate", "pairs", "frontier", "merge"}
 # Importable by every layer: they import nothing of riskalign's but each other.
-LEAVES = {"riskalign.errors", "riskalign.config.fields", "riskalign.config"}
+LEAVES = {"riskalign.errors", "riskalign.config.fields", "riskalign.config",
+          "riskalign.config.differences"}
 
 
 def _module_name(path: Path) -> str:
@@ -41,8 +42,10 @@ def _imported(name: str, path: Path | None = None) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            names = {f"{module}.{alias.name}" for alias in node.names}
+            found.update(names)
+            if not names <= set(MODULES):  # `from package import submodule` needs the submodule
+                found.add(module)
     return found
 
 
@@ -132,3 +135,67 @@ def test_the_root_holds_the_entry_points_and_at_most_three_modules():
     root = {path.stem for path in PACKAGE.glob("*.py")}
     assert ENTRY_POINTS <= root
     assert len(root - ENTRY_POINTS) <= 3, sorted(root - ENTRY_POINTS)
+
+
+# The package's layers, lowest first: a module imports only from its own package or from a
+# lower layer. The leaves sit below everything; the entry points (and the package's
+# __init__, which registers the config resolvers) above.
+LAYERS = [
+    {"riskalign.errors", "riskalign.config.fields", "riskalign.config.differences",
+     "riskalign.config"},
+    {"objectives", "runs"},  # the math; files a run writes
+    {"data"},  # datasets in the standard columns, batches
+    {"models"},  # loading, references, sampling, response log-probs
+    {"rewards"},
+    {"evaluation", "worlds"},  # measurements; the embedded world
+    {"modules", "reports"},  # LightningModules; sweep reports
+    {"training"},  # the Lightning glue around the modules
+    {"config"},  # every check, run before anything heavy loads
+    {"recipes"},  # a run assembled from its checked config
+    {"entry"},  # train, evaluate, pairs, frontier, merge; riskalign/__init__
+]
+
+
+def _unit(name: str) -> str:
+    """The layer unit a module belongs to: a leaf, its subpackage, or `entry`."""
+    if name in LAYERS[0]:
+        return name
+    parts = name.split(".")
+    is_package = MODULES[name].name == "__init__.py"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and is_package) else "entry"
+
+
+def _layer_of(unit: str) -> int:
+    return next(depth for depth, units in enumerate(LAYERS) if unit in units)
+
+
+def _upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Imports of a module from a unit in its own layer or above (its own unit excepted)."""
+    found = []
+    for name, targets in edges.items():
+        unit = _unit(name)
+        for target in sorted(targets):
+            other = _unit(target)
+            upward = _layer_of(other) > _layer_of(unit) or (
+                _layer_of(other) == _layer_of(unit) > 0)  # the leaves may use each other
+            if other != unit and upward:
+                found.append(f"{name} -> {target}")
+    return found
+
+
+def test_every_module_is_in_a_layer():
+    for name in MODULES:
+        _layer_of(_unit(name))  # StopIteration names a package no layer holds
+
+
+def test_modules_import_only_from_lower_layers():
+    assert _upward_imports({name: _edges(name) for name in MODULES}) == []
+
+
+def test_an_upward_import_is_found():
+    edges = {"riskalign.models.loading": {"riskalign.training.trainer", "riskalign.errors"},
+             "riskalign.evaluation.drift": {"riskalign.worlds.settings"}}
+    assert _upward_imports(edges) == [
+        "riskalign.models.loading -> riskalign.training.trainer",
+        "riskalign.evaluation.drift -> riskalign.worlds.settings",
+    ]

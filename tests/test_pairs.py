@@ -9,9 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from riskalign.data.loading import load_data
-from riskalign.data.pair_generation import PairSettings, generate_pairs, select_pair
+from riskalign.data.pair_settings import PairSettings
 from riskalign.errors import ConfigError
 from riskalign.models.loading import load_tokenizer
+from riskalign.recipes.pair_generation import generate_pairs, select_pair
 from tests.conftest import compose_config
 
 

@@ -167,7 +167,7 @@ def check_config(cfg: DictConfig) -> None:
         )
         check_local_path(str(data.path), "data.path")
     if data.source == "generated":
-        from riskalign.data.pair_generation import PairSettings
+        from riskalign.data.pair_settings import PairSettings
 
         _require("generate" in data, "data.source=generated needs a data.generate block")
         PairSettings.from_config(data.generate, key="data.generate")
@@ -179,7 +179,7 @@ def check_config(cfg: DictConfig) -> None:
     from riskalign.training.strategies import check_strategy
 
     check_strategy(cfg.trainer)
-    from riskalign.recipes.sources import check_world_model
+    from riskalign.worlds.settings import check_world_model
 
     check_world_model(cfg)
     _require(
@@ -206,8 +206,7 @@ def _check_world(cfg: DictConfig) -> None:
     _require(isinstance(cfg.data.get("world"), DictConfig),
              f"data.source=world needs a data.world block (data={cfg.data.name} has none): "
              "use data=reviews")
-    from riskalign.recipes.sources import WORLD_MODEL
-    from riskalign.worlds.settings import check_world_settings
+    from riskalign.worlds.settings import WORLD_MODEL, check_world_settings
 
     world = check_world_settings(OmegaConf.to_container(cfg.data.world, resolve=True))
     if (cfg.model.init_from or cfg.model.name_or_path) == WORLD_MODEL:

@@ -196,8 +196,20 @@ def declared_settings(settings: type) -> dict[str, tuple[Any, Check]]:
 def refuse_unknown(path: str, given: Mapping[str, Any], allowed: list[str]) -> None:
     for key in given:
         if key not in allowed:
-            raise ConfigError(f"{path}.{key}={given[key]!r} is not a known key: allowed keys are "
-                              f"{', '.join(allowed)}")
+            raise unknown_key(f"{path}.{key}", given[key], allowed)
+
+
+def unknown_key(path: str, value: Any, allowed: list[str]) -> ConfigError:
+    """The refusal of a key nothing reads: `<path>=<value> is not a known key: allowed keys
+    are <allowed>`."""
+    return ConfigError(f"{path}={short_repr(value)} is not a known key: allowed keys are "
+                       f"{', '.join(allowed)}")
+
+
+def short_repr(value: Any) -> str:
+    """repr(value), cut to 40 characters: a refusal stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from riskalign.config import CONF
+from riskalign.config.fields import short_repr, unknown_key
 from riskalign.errors import ConfigError
 
 CHECKED_GROUPS = ("optim", "trainer", "eval", "data", "model")
@@ -50,13 +51,6 @@ def refuse_unknown_keys(cfg: DictConfig) -> None:
                 siblings = sorted(k.rsplit(".", 1)[1] for k in allowed
                                   if k.rsplit(".", 1)[0] == parent)
                 raise unknown_key(path, value, siblings)
-
-
-def unknown_key(path: str, value: Any, siblings: list[str]) -> ConfigError:
-    """The refusal of a key nothing reads: `<path>=<value> is not a known key: allowed keys
-    are <siblings>`."""
-    return ConfigError(f"{path}={_short(value)} is not a known key: allowed keys are "
-                       f"{', '.join(siblings)}")
 
 
 @functools.cache
@@ -112,11 +106,6 @@ def _raw(node: Any) -> Any:
         return "..."
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def check_callbacks(cfg: DictConfig) -> None:
     """Each `callbacks` entry is a block whose `_target_` is a Lightning Callback class."""
     from lightning import Callback
@@ -124,7 +113,7 @@ def check_callbacks(cfg: DictConfig) -> None:
     for name, entry in (cfg.get("callbacks") or {}).items():
         key = f"callbacks.{name}"
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            raise ConfigError(f"{key}={_short(_raw(entry))} is not a callback: must be a block "
+            raise ConfigError(f"{key}={short_repr(_raw(entry))} is not a callback: must be a block "
                               "with a _target_ (a Lightning Callback class) and its arguments")
         module, _, name = str(entry._target_).rpartition(".")
         try:

@@ -53,8 +53,8 @@ def build(cfg: DictConfig, plan: RunPlan, inputs: Inputs, run_dir: Path) -> Run:
 
 def training_data(cfg: DictConfig, inputs: Inputs):
     """Train/eval splits in the standard columns, loaded (and generated) as the config says."""
-    from riskalign.data.generated import ensure_generated_pairs
     from riskalign.data.loading import load_data
+    from riskalign.recipes.generated_pairs import ensure_generated_pairs
     from riskalign.recipes.sources import load_configured_data
 
     splits, _ = load_configured_data(cfg, inputs.world, inputs.tokenizer)

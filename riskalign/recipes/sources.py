@@ -10,11 +10,10 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.errors import ConfigError
+from riskalign.worlds.settings import WORLD_MODEL, check_world_model
 
 log = logging.getLogger(__name__)
 
-WORLD_MODEL = "world"
 
 
 def ensure_world(cfg: DictConfig):
@@ -26,17 +25,6 @@ def ensure_world(cfg: DictConfig):
     return ensure_reviews_world(
         OmegaConf.to_container(cfg.data.world, resolve=True), cfg.paths.cache_dir
     )
-
-
-def check_world_model(cfg: DictConfig) -> None:
-    """`model.name_or_path: world` only exists alongside the embedded world's data."""
-    uses_world = (cfg.model.init_from or cfg.model.name_or_path) == WORLD_MODEL
-    if uses_world and cfg.data.source != "world":
-        raise ConfigError(
-            f"model.name_or_path={WORLD_MODEL!r} (model={cfg.model.name}) needs the embedded "
-            f"world's data (data=reviews), not data={cfg.data.name}: set model.name_or_path "
-            "or model.init_from to a model"
-        )
 
 
 def load_configured_data(cfg: DictConfig, world, tokenizer):

@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from riskalign.config.fields import Choice, Integer, Pair, Real
+from riskalign.config.fields import Choice, Integer, Pair, Real, unknown_key
 from riskalign.errors import ConfigError
+
+# model.name_or_path of the embedded world's own model (built with its data)
+WORLD_MODEL = "world"
 
 PREFIX = "data.world"
 POSITIVE = Integer(minimum=1)
@@ -94,11 +97,20 @@ def _refuse_unknown(node: Mapping[str, Any], block: str, prefix: str) -> None:
     for name, value in node.items():
         path = f"{block}.{name}" if block else str(name)
         if name not in allowed:
-            from riskalign.config.keys import unknown_key
-
             raise unknown_key(f"{prefix}.{path}", value, allowed)
         if path in BLOCKS:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{prefix}.{path}={value!r} is not a block: must hold "
                                   f"{', '.join(_children(path))}")
             _refuse_unknown(value, path, prefix)
+
+
+def check_world_model(cfg: Any) -> None:
+    """`model.name_or_path: world` only exists alongside the embedded world's data."""
+    uses_world = (cfg.model.init_from or cfg.model.name_or_path) == WORLD_MODEL
+    if uses_world and cfg.data.source != "world":
+        raise ConfigError(
+            f"model.name_or_path={WORLD_MODEL!r} (model={cfg.model.name}) needs the embedded "
+            f"world's data (data=reviews), not data={cfg.data.name}: set model.name_or_path "
+            "or model.init_from to a model"
+        )

@@ -17,12 +17,8 @@ from pathlib import Path
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 
-from riskalign.data.pair_generation import (
-    DATASET_MARKER,
-    PairSettings,
-    generate_pairs,
-    pairs_identity,
-)
+from riskalign.data.pair_settings import PairSettings
+from riskalign.recipes.pair_generation import DATASET_MARKER, generate_pairs, pairs_identity
 from riskalign.recipes.sources import distinct_prompts
 from riskalign.runs.artifacts import content_digest, is_complete
 

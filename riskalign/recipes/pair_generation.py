@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from datasets import Dataset, DatasetDict
 from rich.progress import Progress
 
 from riskalign.config.differences import first_difference
-from riskalign.config.fields import Choice, Integer, Real, read_settings, setting
+from riskalign.data.pair_settings import PairSettings
 from riskalign.errors import ConfigError
 from riskalign.models.sampling import sample_completions
 from riskalign.rewards import RewardModel
@@ -30,29 +30,8 @@ from riskalign.runs.artifacts import build_atomically, is_complete, write_json_a
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("best_worst", "bradley_terry")
 DATASET_MARKER = "pairs.json"
 IDENTITY_FILE = "identity.json"  # written first: what the shards were made with
-
-
-@dataclass(frozen=True)
-class PairSettings:
-    """How pairs are drawn (the `pairs` block of conf/pairs.yaml, `data.generate` in training)."""
-
-    samples_per_prompt: int = setting(4, Integer(minimum=2))
-    selection: str = setting("best_worst", Choice(SELECTIONS))
-    # Bradley-Terry: P(a > b) = sigmoid((r_a - r_b) / T)
-    bt_temperature: float = setting(1.0, Real(low=0.0))
-    max_new_tokens: int = setting(24, Integer())
-    temperature: float = setting(1.0, Real(low=0.0, low_open=False))  # 0: greedy
-    seed: int = setting(0, Integer(minimum=0))
-    batch_size: int = setting(64, Integer())  # sequences per sampling batch
-    shard_size: int = setting(256, Integer())  # prompts per resumable shard
-    max_prompts: int | None = setting(None, Integer(nullable=True))  # per split; None: all
-
-    @classmethod
-    def from_config(cls, block: Mapping[str, Any], key: str = "pairs") -> PairSettings:
-        return read_settings(cls, key, block)
 
 
 def select_pair(
