@@ -1,7 +1,7 @@
 """The fault table (issue #17): the faults a user can meet and what riskalign does.
 
 The table itself is tests/FAULTS.md (one row per fault, naming its test here or in another
-file); the README's "Reliability" section repeats it word for word, which the last test
+file); docs/reliability.md's "The fault table" repeats it word for word, which the last test
 checks.
 """
 
@@ -368,17 +368,17 @@ def test_content_digest_ignores_where_a_directory_lies_and_its_build_markers(tmp
     assert content_digest(tmp_path / "a") == content_digest(tmp_path / "b")
 
 
-# ----- the table and the README ------------------------------------------------------------
+# ----- the table and docs/reliability.md ---------------------------------------------------
 
 
 def _table_rows(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("| ")]
 
 
-def test_the_readme_promises_what_the_fault_table_proves():
+def test_the_docs_promise_what_the_fault_table_proves():
     table = _table_rows((REPO / "tests" / "FAULTS.md").read_text())
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Reliability", 1)[1].split("\n#", 1)[0]
+    reliability = (REPO / "docs" / "reliability.md").read_text()
+    section = reliability.split("### The fault table", 1)[1].split("\n#", 1)[0]
     assert _table_rows(section) == table
     for row in table[1:]:
         file, name = row.rstrip(" |").rsplit("| ", 1)[1].split("::")
