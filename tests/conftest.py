@@ -246,8 +246,10 @@ def _tiers(function, seen: set) -> set[str]:
     seen.add(code)
     tiers = set()
     for name in _code_names(code):
-        if name in ("subprocess", "Popen", "multiprocessing"):  # imported in the function
-            tiers.add("subprocess")
+        if name in ("subprocess", "Popen", "multiprocessing", "run_train"):  # imported in
+            tiers.add("subprocess")  # the function, or an attribute (conftest.run_train)
+        elif name == "run_here":
+            tiers.add("slow")
         target = function.__globals__.get(name)
         if target is run_train or target in (subprocess, multiprocessing) or \
                 getattr(target, "__name__", "") == "torch.multiprocessing":

@@ -10,8 +10,9 @@ Loading a causal LM or a reward classifier fails the case.
 
 Elsewhere, in tests/test_end_to_end.py: case 22, W&B `logger.wandb.mode=online` without
 credentials, falls back to offline and the run goes on
-(test_wandb_online_without_credentials_falls_back_to_offline); a few refusals run there
-as subprocesses.
+(test_wandb_online_without_credentials_falls_back_to_offline). The real command line's
+refusal (exit 2, one line): test_in_process_runs_print_what_the_command_line_prints here,
+test_no_policy_is_refused in tests/test_evaluate_run_config.py.
 """
 
 from __future__ import annotations
@@ -260,10 +261,16 @@ def test_20_reward_label_index_out_of_range_is_refused(refused, tmp_path):
 # ----- the in-process runs are the command line ------------------------------------------
 
 
-def test_in_process_runs_print_what_the_command_line_prints(train_here, smoke_env):
-    here = train_here("data.batch_size=0")
-    there = run_train("data.batch_size=0", "debug=smoke", env=smoke_env)
-    assert assert_refused(here) == assert_refused(there)
+@pytest.mark.parametrize(("module", "argv"), [
+    ("riskalign.train", ["data.batch_size=0", "debug=smoke"]),
+    ("riskalign.pairs", ["reward=nonexistent"]),  # evaluate's: test_no_policy_is_refused
+])
+def test_in_process_runs_print_what_the_command_line_prints(module, argv, smoke_env):
+    """The real command line exits 2 with one error line, the line check_here gives."""
+    here = check_here(*argv, env=smoke_env, module=module)
+    there = run_train(*argv, env=smoke_env, module=module)
+    program = module.replace(".train", "")
+    assert assert_refused(here, program=program) == assert_refused(there, program=program)
 
 
 @pytest.mark.parametrize("entry_point", ["evaluate", "pairs"])

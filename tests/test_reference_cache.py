@@ -8,6 +8,7 @@ import torch
 
 import riskalign.models.loading as loading
 from riskalign import objectives
+from riskalign.config.plan import check_run
 from riskalign.errors import ConfigError
 from riskalign.objectives.functional import sequence_logps
 from riskalign.train import train
@@ -91,12 +92,13 @@ def test_evaluating_kl_with_a_cache_loads_the_reference_only_for_evaluation(
 
 
 @pytest.mark.parametrize("objective", ["radpo", "tdpo", "ppo"])
-def test_objectives_that_need_token_level_reference_logits_refuse_the_cache(
-        smoke_world, tmp_path, count_model_loads, objective):
+def test_objectives_that_need_token_level_reference_logits_refuse_the_cache(objective):
+    # check_run: what train() checks before anything loads
+    cfg = compose_config("debug=smoke", f"objective={objective}", "reference.cache=true")
     with pytest.raises(ConfigError) as error:
-        _run(smoke_world, tmp_path, "refused", f"objective={objective}", "reference.cache=true")
+        check_run(cfg)
     assert f"reference.cache=true cannot serve objective={objective}" in str(error.value)
-    assert count_model_loads == [], "refused before any model loads"
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(("objective", "cached"), [("dpo", True), ("kldpo", True),
