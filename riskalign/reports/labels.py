@@ -4,12 +4,12 @@
     dpo + kl_dro τ=0.05        radpo · erm μ=5            wdpo · wasserstein ρ₀=0.01
     ra_rlhf · α=0.4            tdpo                       cvar_dpo · batch cvar 0.5
 
-The objective's own config file (`conf/objective/<name>.yaml`) says which components
-belong to it: a component in a slot (drift, reducer, penalty, risk) that file already
-uses is joined with " · ", one composed onto an objective that leaves the slot empty
-(and a swapped link) with " + ". β is left out (sweeps vary it as the strength), and so
-is a component the name alone implies (tdpo's mean drift, ppo's α=1). A run's `label`
-config, when set, wins.
+The objective's own config (`conf/objective/<name>.yaml` over the base its defaults list
+names, as Hydra composes it) says which components belong to it: a component in a slot
+(drift, reducer, penalty, risk) that config already uses is joined with " · ", one composed
+onto an objective that leaves the slot empty (and a swapped link) with " + ". β is left
+out (sweeps vary it as the strength), and so is a component the name alone implies (tdpo's
+mean drift, ppo's α=1). A run's `label` config, when set, wins.
 
 Imported by the training entry point to name W&B runs, so it stays light: OmegaConf only.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -59,12 +60,39 @@ def _load_reference(name: str) -> dict[str, Any] | None:
     path = OBJECTIVE_CONF / f"{name}.yaml"
     if not re.fullmatch(r"[\w.-]+", name) or not path.is_file():
         return None
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return OmegaConf.to_container(_composed(path), resolve=False)
 
 
 def reference_objective(name: str) -> dict[str, Any] | None:
-    """The objective's shipped config, or None for one this repository does not define."""
+    """The objective's shipped config, composed as Hydra composes it (its base with the
+    file's own keys over it), or None for one this repository does not define."""
     return _load_reference(name)
+
+
+HERE = "@_here_"
+
+
+def _composed(path: Path) -> Any:
+    """A config file of the objective group merged over the configs its defaults list names.
+
+    Only the form the shipped files use is read: `_self_` and `<config>@_here_`, a path
+    relative to the file's folder (tests/test_objective_config_inheritance.py holds the
+    result equal to Hydra's composition).
+    """
+    content = OmegaConf.load(path)
+    entries = content.pop("defaults", [])
+    if "_self_" not in entries:
+        entries = [*entries, "_self_"]  # Hydra's place for it when unlisted
+    parts = []
+    for entry in entries:
+        if entry == "_self_":
+            parts.append(content)
+        elif isinstance(entry, str) and entry.endswith(HERE) and not entry.startswith("/"):
+            parts.append(_composed(path.parent / f"{entry[:-len(HERE)]}.yaml"))
+        else:
+            raise ValueError(f"{path}: defaults entry {entry!r} is not read here: allowed are "
+                             f"_self_ and <config>{HERE}")
+    return OmegaConf.merge(*parts)
 
 
 def _number(value: Any) -> str:

@@ -40,7 +40,9 @@ def test_the_online_config_files_build_their_settings(name: str) -> None:
 
 @pytest.mark.parametrize("name", objectives.names())
 def test_each_config_file_lists_exactly_the_defaults_and_builds(name: str) -> None:
-    config = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    # composed as the trainer composes it: the file over the base its defaults list names
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
+        config = OmegaConf.to_container(compose("train", overrides=[f"objective={name}"]).objective)
     assert isinstance(config, dict) and config["name"] == name
     objective = objectives.build(**config)
     assert config == objective.config == objectives.build(name).config, (
