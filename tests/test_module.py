@@ -118,7 +118,7 @@ def test_non_reentrant_gradient_checkpointing_gives_wdpo_the_same_loss_and_gradi
         model_cfg = OmegaConf.create({"dtype": "float32", "attn_implementation": "eager",
                                       "gradient_checkpointing": checkpointing})
         policy = load_policy(str(world.model_dir), model_cfg)
-        assert policy.is_gradient_checkpointing == checkpointing
+        assert policy.is_activation_checkpointing == checkpointing
         reference = AutoModelForCausalLM.from_pretrained(world.model_dir)
         module = AlignmentModule(policy, reference, objectives.build("wdpo"), OPTIM).train()
         loss, metrics = module.loss_and_metrics(batch)

@@ -93,7 +93,9 @@ def load_policy(source: str, model_cfg) -> PreTrainedModel:
     if model_cfg.get("disable_dropout", True):
         disable_dropout(policy)
     if model_cfg.get("gradient_checkpointing", False):
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
         policy.config.use_cache = False  # a KV cache is useless when activations are recomputed
     lora = lora_settings(model_cfg)
     policy = add_lora(policy, lora) if lora else policy

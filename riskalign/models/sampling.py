@@ -59,8 +59,8 @@ def _forward_parameters(model: PreTrainedModel):
 
 
 def _cache_argument(model: PreTrainedModel) -> str:
-    """The KV cache's keyword: `cache` in transformers 5 (which deprecates the old name),
-    `past_key_values` before."""
+    """The KV cache's keyword: `cache` from transformers 5.24 (which deprecates the old name
+    until 5.40 removes it), `past_key_values` before."""
     return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
