@@ -16,7 +16,7 @@ from riskalign.objectives.functional import (
     sequence_statistics,
     wasserstein_penalty,
 )
-from riskalign.objectives.tokens import DriftSpec, Projection
+from riskalign.objectives.tokens import DriftSpec, Projection, SequenceStatistics
 
 
 class Objective(ABC):
@@ -101,6 +101,36 @@ class PreferenceObjective(Objective):
         inputs_embeds: Tensor | None = None,
         ref_logps: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        self._check_inputs(policy_logits, ref_logits, inputs_embeds, ref_logps)
+        if self.requires_input_embeddings and isinstance(policy_logits, Projection):
+            # the penalty differentiates a gradient, and the chunked projection's backward
+            # is not itself differentiable: WDPO takes the logits
+            policy_logits = policy_logits.logits()
+        config, link = self.config, self.config["link"]
+        beta, b = config["beta"], policy_logits.shape[0] // 2
+        stats = sequence_statistics(
+            policy_logits, ref_logits, labels, self._drift, chunk_size=config["chunk_size"]
+        )
+        log_ratio = self._log_ratio(stats, _reference_logps(stats, ref_logits, ref_logps))
+        margin = self._with_drift(log_ratio[:b] - log_ratio[b:], stats.drift, b)
+        losses = link_loss(
+            margin, link["name"], beta=beta, epsilon=link["epsilon"], gamma=link["gamma"]
+        )
+        reducer = dict(config["reducer"])
+        loss = reduce_losses(losses, reducer.pop("name"), **reducer)
+        metrics = self._metrics(beta * log_ratio.detach(), stats, losses, b)
+        loss = self._with_penalty(loss, losses, inputs_embeds, metrics)
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    def _check_inputs(
+        self,
+        policy_logits: Tensor | Projection,
+        ref_logits: Tensor | Projection | None,
+        inputs_embeds: Tensor | None,
+        ref_logps: Tensor | None,
+    ) -> None:
+        """Raise ValueError where an input this objective needs is missing or misshapen."""
         if self.requires_reference_logits and ref_logits is None:
             raise ValueError(
                 f"objective {self.name!r} measures token-level drift: it needs ref_logits"
@@ -113,42 +143,32 @@ class PreferenceObjective(Objective):
             )
         if policy_logits.dim() != 3 or policy_logits.shape[0] % 2:
             raise ValueError(f"expected policy_logits [2B, T, V], got {tuple(policy_logits.shape)}")
-        if self.requires_input_embeddings and isinstance(policy_logits, Projection):
-            # the penalty differentiates a gradient, and the chunked projection's backward
-            # is not itself differentiable: WDPO takes the logits
-            policy_logits = policy_logits.logits()
-        config, link, drift = self.config, self.config["link"], self.config["drift"]
-        beta, b = config["beta"], policy_logits.shape[0] // 2
-        stats = sequence_statistics(
-            policy_logits, ref_logits, labels, self._drift, chunk_size=config["chunk_size"]
-        )
 
-        policy = stats.policy_logps
-        ref = stats.ref_logps
-        if ref_logits is None and ref_logps is not None:
-            ref = ref_logps.to(policy.dtype)
-        if ref is not None and ref.shape != policy.shape:
-            raise ValueError(f"ref_logps {tuple(ref.shape)} must be [2B] = {tuple(policy.shape)}")
+    def _log_ratio(self, stats: SequenceStatistics, ref: Tensor | None) -> Tensor:
+        """[2B] log π_θ − log π_ref of each sequence (log π_θ alone for simpo or without a
+        reference), divided by its length where the link asks."""
+        link, policy = self.config["link"], stats.policy_logps
         if link["name"] == "simpo" or link["length_normalize"]:
             lengths = stats.lengths.clamp(min=1).to(policy.dtype)
             policy = policy / lengths
             ref = None if ref is None else ref / lengths
-        log_ratio = policy if link["name"] == "simpo" or ref is None else policy - ref
-        margin = log_ratio[:b] - log_ratio[b:]
-        if stats.drift is not None:
-            chosen, rejected = stats.drift[:b], stats.drift[b:]
-            if drift["variant"] == 1:
-                margin = margin - (rejected - chosen)
-            else:
-                # variant 2: no gradient through the chosen sequence's drift
-                margin = margin - drift["alpha"] * (rejected - chosen.detach())
+        return policy if link["name"] == "simpo" or ref is None else policy - ref
 
-        losses = link_loss(
-            margin, link["name"], beta=beta, epsilon=link["epsilon"], gamma=link["gamma"]
-        )
-        reducer = dict(self.config["reducer"])
-        loss = reduce_losses(losses, reducer.pop("name"), **reducer)
-        metrics = _reward_metrics(beta * log_ratio.detach(), stats.policy_logps.detach(), b)
+    def _with_drift(self, margin: Tensor, drift: Tensor | None, b: int) -> Tensor:
+        """The margin [B] less the rejected sequence's excess token-level drift [2B]."""
+        if drift is None:
+            return margin
+        chosen, rejected = drift[:b], drift[b:]
+        if self.config["drift"]["variant"] == 1:
+            return margin - (rejected - chosen)
+        # variant 2: no gradient through the chosen sequence's drift
+        return margin - self.config["drift"]["alpha"] * (rejected - chosen.detach())
+
+    def _metrics(
+        self, rewards: Tensor, stats: SequenceStatistics, losses: Tensor, b: int
+    ) -> dict[str, Tensor]:
+        """Implicit rewards, KL and drift of each side, and the KL-DRO weights' spread."""
+        metrics = _reward_metrics(rewards, stats.policy_logps.detach(), b)
         if stats.kl is not None:
             metrics["kl/chosen"], metrics["kl/rejected"] = stats.kl[:b].mean(), stats.kl[b:].mean()
         if stats.drift is not None:
@@ -156,16 +176,25 @@ class PreferenceObjective(Objective):
             metrics["drift/rejected"] = stats.drift[b:].detach().mean()
         if self.config["reducer"]["name"] == "kl_dro":
             metrics.update(_dro_metrics(losses, self.config["reducer"]))
+        return metrics
+
+    def _with_penalty(
+        self,
+        loss: Tensor,
+        losses: Tensor,
+        inputs_embeds: Tensor | None,
+        metrics: dict[str, Tensor],
+    ) -> Tensor:
+        """The loss plus the penalty term, if any (reported in metrics)."""
         penalty = self.config["penalty"]
-        if penalty["name"] == "wasserstein":
-            assert inputs_embeds is not None
-            term = wasserstein_penalty(
-                losses, inputs_embeds, rho0=penalty["rho0"], form=penalty["form"]
-            )
-            loss = loss + term
-            metrics["penalty/wasserstein"] = term.detach()
-        metrics["loss"] = loss.detach()
-        return loss, metrics
+        if penalty["name"] != "wasserstein":
+            return loss
+        assert inputs_embeds is not None
+        term = wasserstein_penalty(
+            losses, inputs_embeds, rho0=penalty["rho0"], form=penalty["form"]
+        )
+        metrics["penalty/wasserstein"] = term.detach()
+        return loss + term
 
 
 class SFTObjective(Objective):
@@ -195,6 +224,18 @@ class SFTObjective(Objective):
         )
         loss = -stats.policy_logps.sum() / stats.lengths.sum().clamp(min=1)
         return loss, {"loss": loss.detach(), "logps/chosen": stats.policy_logps.detach().mean()}
+
+
+def _reference_logps(
+    stats: SequenceStatistics, ref_logits: Tensor | Projection | None, ref_logps: Tensor | None
+) -> Tensor | None:
+    """[2B] reference sequence log-probabilities: from ref_logits, else the precomputed ones."""
+    policy, ref = stats.policy_logps, stats.ref_logps
+    if ref_logits is None and ref_logps is not None:
+        ref = ref_logps.to(policy.dtype)
+    if ref is not None and ref.shape != policy.shape:
+        raise ValueError(f"ref_logps {tuple(ref.shape)} must be [2B] = {tuple(policy.shape)}")
+    return ref
 
 
 def _reward_metrics(rewards: Tensor, logps: Tensor, b: int) -> dict[str, Tensor]:
