@@ -1,15 +1,10 @@
-"""Tokenization, truncation, masking and collation of preference pairs; dataset loading."""
+"""Tokenization, truncation, masking and collation of preference pairs."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from datasets import Dataset, DatasetDict
 
-from riskalign.data.loading import load_preference_splits
 from riskalign.data.preference import IGNORE_INDEX, collate_pairs, tokenize_pair
-from riskalign.errors import ConfigError
 from riskalign.worlds.grammar import vocabulary
 from riskalign.worlds.tokenizer import word_level_tokenizer
 from tests.test_formats import CHAT_TEMPLATE, word_tokenizer
@@ -103,27 +98,3 @@ def test_collate_stacks_chosen_first_and_masks_prompt_and_padding():
         [x, x, 30, 31, 2],
         [x, x, x, 32, 2],
     ]
-
-
-def test_local_jsonl_loads_and_gets_an_eval_split(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    rows = [{"prompt": f"p{i}", "chosen": "good .", "rejected": "bad ."} for i in range(40)]
-    path.write_text("\n".join(json.dumps(row) for row in rows))
-    splits = load_preference_splits(str(path), "train", "test")
-    assert len(splits["train"]) + len(splits["eval"]) == 40 and len(splits["eval"]) >= 1
-
-
-def test_dataset_without_chosen_is_refused_in_one_line(tmp_path):
-    DatasetDict(
-        train=Dataset.from_dict({"prompt": ["a"], "rejected": ["b"]}),
-        test=Dataset.from_dict({"prompt": ["a"], "rejected": ["b"]}),
-    ).save_to_disk(str(tmp_path / "bad"))
-    with pytest.raises(ConfigError) as error:
-        load_preference_splits(str(tmp_path / "bad"), "train", "test")
-    message = str(error.value)
-    assert "chosen" in message and "\n" not in message
-
-
-def test_missing_local_path_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_preference_splits(str(tmp_path / "nowhere"), "train", "test")

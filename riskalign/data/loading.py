@@ -26,7 +26,7 @@ from datasets.exceptions import (
 from transformers import PreTrainedTokenizerBase
 
 from riskalign.data.file_checks import first_problem
-from riskalign.data.formats import PROBLEM_COLUMN, convert, format_kind
+from riskalign.data.formats import convert, format_kind
 from riskalign.data.records import check_on_bad_record, check_records
 from riskalign.errors import ConfigError
 
@@ -125,16 +125,6 @@ def load_data(
     except ConfigError as error:  # name the dataset: a sweep may mix several
         raise ConfigError(f"{error} (data.path={str(source)!r})") from None
     return splits, kind
-
-
-def load_preference_splits(path: str, train_split: str, eval_split: str) -> DatasetDict:
-    """The train and eval splits, with their `prompt`/`chosen`/`rejected` columns checked.
-
-    Records must be strings (no chat rendering without a tokenizer) and are not
-    checked for bad records: the behaviour train.py relied on before `load_data`.
-    """
-    raw = load_raw_splits(path, subset=None, train_split=train_split, eval_split=eval_split)
-    return convert(raw, "preference", None).remove_columns(PROBLEM_COLUMN)
 
 
 def _load(path: str, subset: str | None, split_name: str) -> DatasetDict:
