@@ -5,7 +5,8 @@
 
 An objective is link × drift × reducer × penalty. Each named objective is one
 registry entry and one file conf/objective/<name>.yaml whose keys are exactly
-the keyword arguments of `build`; every file lists every key, so any knob is
+the keyword arguments of `build`; every composed objective has every key (the
+preference objectives inherit them from conf/objective/base/pair.yaml), so any knob is
 a plain Hydra override (no `+`):
 
     name: radpo            # the registry entry whose defaults the rest override
